@@ -1,0 +1,1 @@
+"""The FedFR ClientApp (``clients.app:app``)."""

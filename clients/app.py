@@ -1,0 +1,191 @@
+"""The FedFR ClientApp: a thin Flower adapter over ``fedfr.training.local`` and the protocols.
+
+Messages (the contract with ``server/``):
+- ``train``: in ``arrays`` (``backbone.*`` [+ ``phi``]) and ``config`` (``server-round``,
+  ``experiment-id``, ``config-digest``). Out: the same array keys and a MetricRecord with
+  ``num-examples`` (the aggregation weight), ``num-hard-negatives`` and ``num-steps``. Nothing else:
+  W_l, Pi_l, Omega_l, b, features, labels and images stay on the node (``privacy.py`` checks it).
+- ``evaluate``: the personalised protocol on this client for the models named in
+  ``config["eval-models"]`` (``global``, ``local``, ``personal``); replies with averaged-ready
+  scalar metrics ``<model>.<metric>``, never with features or scores.
+
+Personal state is stored on the node's disk (``state-dir`` from node-config or run-config).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedfr.client_state import ClientStateStore
+from fedfr.config import Config, resolve, resolve_path
+from fedfr.dfc import DFCHead
+from fedfr.evaluation.features import embed
+from fedfr.evaluation.protocols import personalized_protocol
+from fedfr.models import get_model
+from fedfr.runtime import configure_threads
+from fedfr.training.batches import seeded_generator
+from fedfr.training.local import LocalData, PersonalState, train_local_round
+from fedfr.workspace import open_workspace
+
+log = logging.getLogger(__name__)
+app = ClientApp()
+
+#: the only keys a train reply's MetricRecord may carry
+REPLY_METRIC_KEYS = ("num-examples", "num-hard-negatives", "num-steps")
+PERSONAL_FARS = (1e-6, 1e-5, 1e-4, 1e-3)
+PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+# --- helpers shared by both handlers --------------------------------------------------------
+def client_config(context: Context) -> Config:
+    """Run config over the defaults (``run_config`` may be empty in programmatic runs);
+    ``num-clients = 0`` becomes the node's ``num-partitions``."""
+    cfg = resolve(dict(context.run_config))
+    return cfg.with_clients(int(context.node_config.get("num-partitions", 0)))
+
+
+def partition_id(context: Context) -> int:
+    try:
+        return int(context.node_config["partition-id"])
+    except KeyError as e:
+        raise KeyError("node-config lacks 'partition-id' (the client's index in the split)") from e
+
+
+def state_root(cfg: Config, context: Context) -> Path:
+    """Where this node keeps personal state: node-config > run-config > <output-dir>."""
+    value = str(context.node_config.get("state-dir", "") or cfg.state_dir)
+    if value:
+        return resolve_path(value)
+    return cfg.output_path / "client-state"
+
+
+def unpack_arrays(arrays: ArrayRecord) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """ArrayRecord -> (backbone state_dict without prefix, phi or None)."""
+    sd = arrays.to_torch_state_dict()
+    backbone = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return backbone, sd.get("phi")
+
+
+def pack_arrays(backbone: dict[str, torch.Tensor], phi: torch.Tensor | None) -> ArrayRecord:
+    """(backbone state_dict, phi) -> ArrayRecord with ``backbone.*`` [+ ``phi``] keys."""
+    sd = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone.items()}
+    if phi is not None:
+        sd["phi"] = phi.detach().cpu().contiguous()
+    return ArrayRecord(sd)
+
+
+def _model_fn(cfg: Config):
+    return lambda: get_model(cfg.model, embedding_size=cfg.embedding_size,
+                             input_size=cfg.image_size)
+
+
+def _workspace(cfg: Config, context: Context):
+    data_root = str(context.node_config.get("data-root", "")) or None
+    return open_workspace(cfg, data_root=data_root)
+
+
+def _check_digest(cfg: Config, conf) -> None:
+    sent = conf.get("config-digest")
+    if sent is not None and sent != cfg.digest():
+        raise ValueError(f"run config digest {cfg.digest()} differs from the server's {sent}: "
+                         "client and server were started with different settings")
+
+
+# --- train ------------------------------------------------------------------------------------
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round (FedFR or the FedAvg baseline) on this node's private data."""
+    configure_threads()
+    t0 = time.perf_counter()
+    cfg = client_config(context)
+    conf = msg.content["config"]
+    _check_digest(cfg, conf)
+    pid = partition_id(context)
+    server_round = int(conf["server-round"])
+    ws = _workspace(cfg, context)
+    data = ws.client(pid)
+    backbone, phi = unpack_arrays(msg.content["arrays"])
+    store = ClientStateStore(state_root(cfg, context), str(conf["experiment-id"]), pid)
+    state = store.load_before(server_round)
+    public_images = public_labels = None
+    if cfg.uses_public_data:
+        public_images, public_labels = ws.public()
+    result = train_local_round(
+        _model_fn(cfg), backbone, phi,
+        LocalData(data.train_images, data.train_labels, data.num_classes), cfg, state,
+        seeded_generator(cfg.seed, server_round, pid),
+        public_images=public_images, public_labels=public_labels, server_round=server_round)
+    store.save(server_round, result.state)
+    weight = result.num_examples
+    if cfg.aggregation_weight == "private+hn":
+        weight += result.num_hard_negatives
+    log.info("client %d round %d: %d private + %d hard negatives, %d steps, loss %.4f, %.1f s",
+             pid, server_round, result.num_examples, result.num_hard_negatives, result.num_steps,
+             result.losses.get("total", float("nan")), time.perf_counter() - t0)
+    metrics = MetricRecord({"num-examples": int(weight),
+                            "num-hard-negatives": int(result.num_hard_negatives),
+                            "num-steps": int(result.num_steps)})
+    content = RecordDict({"arrays": pack_arrays(result.backbone, result.phi), "metrics": metrics})
+    return Message(content=content, reply_to=msg)
+
+
+# --- personalised evaluation -----------------------------------------------------------------
+def personal_models(cfg: Config, global_backbone: dict[str, torch.Tensor],
+                    state: PersonalState | None, names: list[str]):
+    """Yield (name, backbone module, head or None) for the requested evaluation models.
+
+    global = Theta_g; local = Theta_l (the client's last local model, Theta_g if it never
+    trained); personal = [Theta_l, Pi_l] with DFC, else Theta_l (Table 7.3's three rows).
+    """
+    make = _model_fn(cfg)
+    for name in names:
+        model = make()
+        head = None
+        if name == "global" or state is None or state.prev_backbone is None:
+            model.load_state_dict(global_backbone)
+        else:
+            model.load_state_dict(state.prev_backbone)
+        if name == "personal" and state is not None and state.dfc is not None:
+            dfc = DFCHead(cfg.embedding_size, state.w.shape[0])
+            dfc.load_personal_state(state.dfc)
+            head = dfc.pi
+        elif name not in ("global", "local", "personal"):
+            raise ValueError(f"unknown evaluation model {name!r} (global, local, personal)")
+        yield name, model, head
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """The personalised protocol (fedfr-spec.md) on this client; scalar metrics only."""
+    configure_threads()
+    cfg = client_config(context)
+    conf = msg.content["config"]
+    _check_digest(cfg, conf)
+    pid = partition_id(context)
+    server_round = int(conf["server-round"])
+    names = [n for n in str(conf.get("eval-models", "global")).split(",") if n]
+    ws = _workspace(cfg, context)
+    data = ws.client(pid)
+    others = ws.other_clients_test(pid)
+    backbone, _ = unpack_arrays(msg.content["arrays"])
+    state = None
+    if "experiment-id" in conf and server_round > 0:
+        store = ClientStateStore(state_root(cfg, context), str(conf["experiment-id"]), pid)
+        state = store.load_before(server_round + 1)
+    out: dict[str, float] = {"num-examples": 1}
+    for name, model, head in personal_models(cfg, backbone, state, names):
+        feats = {key: embed(model, imgs, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip,
+                            head=head)
+                 for key, imgs in (("test", data.test_images), ("train", data.train_images),
+                                   ("other", others))}
+        res = personalized_protocol(feats["test"], data.test_labels, feats["train"],
+                                    data.train_labels, feats["other"], fars=PERSONAL_FARS,
+                                    fpirs=PERSONAL_FPIRS)
+        out.update({f"{name}.{k}": float(v) for k, v in res.items()})
+    return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)

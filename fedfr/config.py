@@ -1,0 +1,288 @@
+"""Run configuration: every knob of a federation, its default and its validation.
+
+The defaults here are the single source of truth; ``pyproject.toml``'s ``[tool.flwr.app.config]``
+mirrors them (a test checks both agree). Keys use Flower's kebab-case (``hn-threshold``); ``Config``
+exposes them as attributes in snake_case (``cfg.hn_threshold``).
+
+Paper values (dissertation Ch. 7) are given in comments where the CPU-sized default differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fedfr.errors import ConfigError
+
+#: key -> default. Order is the order of the README table.
+DEFAULTS: dict[str, Any] = {
+    # --- experiment -------------------------------------------------------------------------
+    "seed": 0,
+    "output-dir": "outputs/default",  # relative paths resolve against $FEDFR_HOME (default ~/fedfr)
+    "cache-dir": "cache",  # synthetic images and pre-trained checkpoints
+    "state-dir": "",  # clients' personal state; "" = <output-dir>/client-state
+    "resume": True,  # continue from the last checkpoint in output-dir
+    # --- data ---------------------------------------------------------------------------------
+    "dataset": "synthetic",  # synthetic | folder | recordio
+    "data-root": "",  # absolute path of the image folder / RecordIO (folder, recordio)
+    "image-size": 32,  # model input side in pixels (paper: 112)
+    "synthetic-images-per-id": 20,  # images rendered per synthetic identity
+    "synthetic-difficulty": 1.0,  # nuisance strength of the synthetic generator
+    "num-public-ids": 200,  # K_g, identities of the public set D_g (paper: 6000)
+    "num-clients": 0,  # C; 0 = one client per SuperNode (paper: 40)
+    "ids-per-client": 25,  # K_l (paper: 100)
+    "train-per-id": 12,  # private training images per identity (paper: 60)
+    "test-per-id": 8,  # personalised test images per identity (paper: 40)
+    "num-generic-ids": 100,  # held-out identities for the generic protocol
+    "public-images-per-id": 0,  # 0 = all images of a public identity
+    # --- model and pre-training ---------------------------------------------------------------
+    "model": "small_cnn",  # small_cnn | sphereface64 | iresnet18/34/50/100 | mobilefacenet
+    "embedding-size": 512,  # d
+    "pretrained-path": "",  # checkpoint of Theta_g^0 and Phi_g^0; "" = cached by digest
+    "pretrain-epochs": 12,  # central CosFace epochs on D_g
+    "pretrain-lr": 0.1,  # SGD learning rate of pre-training
+    "pretrain-batch-size": 128,
+    # --- federation ---------------------------------------------------------------------------
+    "num-server-rounds": 10,  # T (paper: 30)
+    "fraction-train": 1.0,  # share of clients sampled per round
+    "min-train-nodes": 2,  # fewer valid replies than this: the round keeps the old model
+    "round-timeout": 3600.0,  # seconds to wait for replies in a round
+    "strategy": "fedfr",  # fedfr | fedavg (backbone only, local CosFace, no public data)
+    "hard-negatives": True,  # sample D_HN from D_g (False: use all of D_g)
+    "contrastive": True,  # model-contrastive regulariser (eq. 7.5)
+    "dfc": True,  # Decoupled Feature Customisation branch (eq. 7.6)
+    "hn-threshold": 0.4,  # t_HN
+    "alpha-cos": 1.0,  # alpha_1
+    "alpha-con": 5.0,  # alpha_2
+    "alpha-bce": 10.0,  # alpha_3
+    "local-epochs": 2,  # E (paper: 4)
+    "lr": 0.01,  # local SGD learning rate (paper: 0.001 for its 64-layer CNN)
+    "momentum": 0.9,  # authors' code
+    "weight-decay": 5e-4,
+    "batch-size": 64,  # mixed local + hard-negative batch (authors' code: 256)
+    "cosface-s": 30.0,  # s
+    "cosface-m": 0.4,  # m
+    "con-tau": 0.5,  # tau
+    "bce-s": 30.0,  # s'
+    "bce-m": 0.4,  # m'
+    "bce-lambda": 0.7,  # lambda
+    "bce-t": 3.0,  # t' of g(z)
+    "aggregation-weight": "private",  # private (eq. 7.2/7.4) | private+hn (authors' code)
+    # --- evaluation ---------------------------------------------------------------------------
+    "eval-every": 1,  # generic evaluation on the server every k rounds (last round always)
+    "personal-eval-every": 0,  # personalised evaluation on clients every k rounds (0: start+end)
+    "eval-flip": False,  # sum features of image and its flip
+    "eval-batch-size": 256,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("synthetic", "folder", "recordio"),
+    "strategy": ("fedfr", "fedavg"),
+    "aggregation-weight": ("private", "private+hn"),
+}
+
+POSITIVE = {
+    "image-size", "synthetic-images-per-id", "num-public-ids", "ids-per-client",
+    "train-per-id", "test-per-id", "embedding-size", "pretrain-batch-size", "batch-size",
+    "local-epochs", "eval-every", "eval-batch-size", "round-timeout", "pretrain-lr",
+    "cosface-s", "bce-s", "con-tau",
+}
+NON_NEGATIVE = {
+    "num-clients", "num-generic-ids", "public-images-per-id", "pretrain-epochs",
+    "num-server-rounds", "personal-eval-every", "min-train-nodes", "weight-decay", "momentum",
+    "alpha-cos", "alpha-con", "alpha-bce", "synthetic-difficulty", "lr",
+}
+
+#: keys that do not change what a run computes (excluded from the experiment digest)
+NON_SEMANTIC = {"output-dir", "cache-dir", "state-dir", "resume", "num-server-rounds",
+                "round-timeout", "eval-batch-size"}
+
+
+def snake(key: str) -> str:
+    """'hn-threshold' -> 'hn_threshold'."""
+    return key.replace("-", "_")
+
+
+def fedfr_home() -> Path:
+    """Base directory for relative paths: $FEDFR_HOME, default ~/fedfr."""
+    return Path(os.environ.get("FEDFR_HOME", Path.home() / "fedfr")).expanduser()
+
+
+def resolve_path(value: str, base: Path | None = None) -> Path:
+    """Absolute path of a config path value (relative ones resolve against ``base`` or home)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base or fedfr_home()) / p
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"config '{key}': expected true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"config '{key}': expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError as e:
+            raise ConfigError(f"config '{key}': expected an integer, got {value!r}") from e
+        if f != int(f):
+            raise ConfigError(f"config '{key}': expected an integer, got {value!r}")
+        return int(f)
+    if isinstance(default, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"config '{key}': expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config '{key}': expected a number, got {value!r}") from e
+    if not isinstance(value, str):
+        raise ConfigError(f"config '{key}': expected a string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated run configuration (snake_case attributes of ``DEFAULTS``' keys)."""
+
+    seed: int
+    output_dir: str
+    cache_dir: str
+    state_dir: str
+    resume: bool
+    dataset: str
+    data_root: str
+    image_size: int
+    synthetic_images_per_id: int
+    synthetic_difficulty: float
+    num_public_ids: int
+    num_clients: int
+    ids_per_client: int
+    train_per_id: int
+    test_per_id: int
+    num_generic_ids: int
+    public_images_per_id: int
+    model: str
+    embedding_size: int
+    pretrained_path: str
+    pretrain_epochs: int
+    pretrain_lr: float
+    pretrain_batch_size: int
+    num_server_rounds: int
+    fraction_train: float
+    min_train_nodes: int
+    round_timeout: float
+    strategy: str
+    hard_negatives: bool
+    contrastive: bool
+    dfc: bool
+    hn_threshold: float
+    alpha_cos: float
+    alpha_con: float
+    alpha_bce: float
+    local_epochs: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    cosface_s: float
+    cosface_m: float
+    con_tau: float
+    bce_s: float
+    bce_m: float
+    bce_lambda: float
+    bce_t: float
+    aggregation_weight: str
+    eval_every: int
+    personal_eval_every: int
+    eval_flip: bool
+    eval_batch_size: int
+
+    # ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Kebab-case dict (as in pyproject / run-config)."""
+        return {k: getattr(self, snake(k)) for k in DEFAULTS}
+
+    def digest(self, exclude: set[str] | None = None) -> str:
+        """16-hex digest of the settings that change results (paths and round count excluded)."""
+        skip = NON_SEMANTIC if exclude is None else exclude
+        items = {k: v for k, v in self.to_dict().items() if k not in skip}
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def output_path(self) -> Path:
+        return resolve_path(self.output_dir)
+
+    @property
+    def cache_path(self) -> Path:
+        return resolve_path(self.cache_dir)
+
+    @property
+    def uses_public_data(self) -> bool:
+        """FedFR trains on (hard-negative) public data with Phi; the FedAvg baseline does not."""
+        return self.strategy == "fedfr"
+
+    def with_clients(self, num_nodes: int) -> Config:
+        """Resolve ``num-clients = 0`` (auto) to the number of nodes / partitions."""
+        if self.num_clients > 0:
+            return self
+        if num_nodes < 1:
+            raise ConfigError("num-clients = 0 (one client per node) but there are no nodes")
+        return self.replace(num_clients=num_nodes,
+                            min_train_nodes=min(self.min_train_nodes, num_nodes))
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with kebab- or snake-case overrides applied and validated."""
+        d = self.to_dict()
+        d.update({k.replace("_", "-"): v for k, v in overrides.items()})
+        return resolve(d)
+
+
+def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """Merge ``run_config`` (and keyword overrides) over the defaults and validate.
+
+    Unknown keys raise ``ConfigError`` naming them (a typo must not silently run the defaults).
+    """
+    merged = dict(DEFAULTS)
+    given = dict(run_config or {})
+    given.update({k.replace("_", "-"): v for k, v in overrides.items()})
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(DEFAULTS)}")
+    for key, value in given.items():
+        merged[key] = _coerce(key, value, DEFAULTS[key])
+    for key, options in CHOICES.items():
+        if merged[key] not in options:
+            raise ConfigError(f"config '{key}': expected one of {options}, got {merged[key]!r}")
+    for key in POSITIVE:
+        if not merged[key] > 0:
+            raise ConfigError(f"config '{key}': must be > 0, got {merged[key]!r}")
+    for key in NON_NEGATIVE:
+        if merged[key] < 0:
+            raise ConfigError(f"config '{key}': must be >= 0, got {merged[key]!r}")
+    if not 0.0 < merged["fraction-train"] <= 1.0:
+        raise ConfigError(f"config 'fraction-train': must be in (0, 1], got "
+                          f"{merged['fraction-train']!r}")
+    if not -1.0 <= merged["hn-threshold"] <= 1.0:
+        raise ConfigError(f"config 'hn-threshold': cosine threshold must be in [-1, 1], got "
+                          f"{merged['hn-threshold']!r}")
+    if not 0.0 <= merged["bce-lambda"] <= 1.0:
+        raise ConfigError(f"config 'bce-lambda': must be in [0, 1], got {merged['bce-lambda']!r}")
+    if merged["dataset"] != "synthetic" and not merged["data-root"]:
+        raise ConfigError(f"config 'data-root': required for dataset '{merged['dataset']}' "
+                          "(absolute path of the data)")
+    if 0 < merged["num-clients"] < merged["min-train-nodes"]:
+        raise ConfigError("config 'min-train-nodes': cannot exceed 'num-clients' "
+                          f"({merged['min-train-nodes']} > {merged['num-clients']})")
+    kwargs = {snake(k): v for k, v in merged.items()}
+    names = {f.name for f in fields(Config)}
+    assert names == set(kwargs), names ^ set(kwargs)
+    return Config(**kwargs)

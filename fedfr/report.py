@@ -1,0 +1,100 @@
+"""Run reports: ``report.json``, ``metrics.csv`` and the printed results table.
+
+report.json top-level keys: ``config``, ``split``, ``pretrained``, ``rounds``, ``final`` (each of
+``pretrained`` and ``final`` holds ``generic`` and ``personalized`` metric dicts), plus
+``timing`` and ``failures``. Metric values are fractions in [0, 1] (tables print percentages);
+``nan`` (JSON ``NaN``) marks a level the data size cannot support.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedfr.checkpoint import atomic_write_text
+from fedfr.evaluation.run import headline_levels
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    atomic_write_text(json.dumps(report, indent=2, sort_keys=False, default=str), path)
+
+
+def rounds_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per round (0 = pre-trained): counts, timing, generic and personalised metrics."""
+    rows = []
+    pre = report.get("pretrained") or {}
+    if pre:
+        row = {"round": 0}
+        row.update({f"generic.{k}": v for k, v in (pre.get("generic") or {}).items()})
+        row.update({f"personalized.{k}": v for k, v in (pre.get("personalized") or {}).items()})
+        rows.append(row)
+    for r in report.get("rounds", []):
+        row = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+        row.update({f"generic.{k}": v for k, v in (r.get("generic") or {}).items()})
+        row.update({f"personalized.{k}": v for k, v in (r.get("personalized") or {}).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_metrics_csv(report: dict[str, Any], path: Path) -> None:
+    frame = rounds_frame(report)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100.0 * float(value):.2f}"
+
+
+def table_columns(sample: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(section, metric key, column title) of the headline columns, levels chosen by data size."""
+    gen = sample.get("generic") or {}
+    per = sample.get("personalized") or {}
+    cols = [("generic", k, f"G 1:1 {k.upper()}") for k in
+            headline_levels(gen, "tar", "num_impostor")]
+    cols += [("generic", k, f"G 1:N {k.upper()}") for k in
+             headline_levels(gen, "tpir", "num_nonmated")]
+    cols += [("generic", "rank1", "G rank-1")]
+    cols += [("personalized", k, f"P 1:1 {k.upper()}") for k in
+             headline_levels(per, "tar", "num_impostor")]
+    cols += [("personalized", k, f"P 1:N {k.upper()}") for k in
+             headline_levels(per, "tpir", "num_nonmated")]
+    cols += [("personalized", "rank1", "P rank-1")]
+    return cols
+
+
+def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown table of named result rows ({"generic": .., "personalized": ..}), in percent."""
+    sample = next((r for _, r in rows if r), {})
+    cols = table_columns(sample)
+    header = "| model | " + " | ".join(c[2] for c in cols) + " |"
+    sep = "|---|" + "|".join("---:" for _ in cols) + "|"
+    lines = [header, sep]
+    for name, res in rows:
+        cells = [_pct((res.get(sec) or {}).get(key)) for sec, key, _ in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """The run's headline table: pre-trained vs final (and each personalised model variant)."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if report.get("pretrained"):
+        rows.append(("pre-trained (Theta_g^0)", report["pretrained"]))
+    final = report.get("final")
+    if final:
+        rows.append((f"final ({report['config'].get('strategy', '')})", final))
+        by_model = final.get("personalized_by_model") or {}
+        for name, label in (("global", "Theta_g"), ("local", "Theta_l"),
+                            ("personal", "[Theta_l, Pi_l]")):
+            if name in by_model:
+                rows.append((f"  personalised with {label}",
+                             {"generic": {}, "personalized": by_model[name]}))
+    return results_table(rows)

@@ -1,0 +1,1 @@
+"""The FedFR ServerApp (``server.app:app``), its round loop and an in-process runner."""

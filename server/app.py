@@ -1,0 +1,32 @@
+"""The FedFR ServerApp: resolves the run config and hands the grid to the round loop."""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedfr.config import resolve
+from fedfr.runtime import configure_threads
+from server.federation import run_federation
+
+app = ServerApp()
+
+
+def route_library_logs() -> None:
+    """Show fedfr's INFO progress through Flower's log handlers (streamed by ``flwr run``)."""
+    lib, flwr_logger = logging.getLogger("fedfr"), logging.getLogger("flwr")
+    lib.setLevel(logging.INFO)
+    if not lib.handlers and flwr_logger.handlers:
+        for h in flwr_logger.handlers:
+            lib.addHandler(h)
+        lib.propagate = False
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run (or resume) the experiment described by the run config; write the report."""
+    configure_threads()
+    route_library_logs()
+    run_federation(grid, resolve(dict(context.run_config)))

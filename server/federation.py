@@ -1,0 +1,174 @@
+"""The server's round loop: pre-training, rounds with checkpoints, evaluation and the report.
+
+Flower's ``Strategy.start`` has no checkpoint or resume, so the loop is written out here (the
+strategy still does sampling, validation and aggregation). After every round the global arrays
+and the history are checkpointed in ``<output-dir>/checkpoints``; a killed run restarted with the
+same config resumes after the last finished round. Clients keep their personal state on their own
+disk, stamped by round, so the resumed run ends where an uninterrupted one ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from clients.app import pack_arrays, unpack_arrays
+from fedfr.checkpoint import latest_round, save_round
+from fedfr.config import Config
+from fedfr.errors import ConfigError
+from fedfr.evaluation.run import evaluate_generic, split_by_model
+from fedfr.report import summary_table, write_json, write_metrics_csv
+from fedfr.training.pretrain import load_or_pretrain
+from fedfr.workspace import open_workspace
+from strategies import get_strategy
+
+log = logging.getLogger("fedfr.server")
+
+
+def _arrays_to_tensors(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
+
+
+def federated_personal_eval(grid: Grid, cfg: Config, arrays: ArrayRecord, server_round: int,
+                            experiment_id: str, models: list[str]) -> dict[str, Any]:
+    """Ask every node to run the personalised protocol; average their scalars over clients."""
+    node_ids = sorted(grid.get_node_ids())
+    conf = ConfigRecord({"server-round": server_round, "experiment-id": experiment_id,
+                         "config-digest": cfg.digest(), "eval-models": ",".join(models)})
+    msgs = [Message(RecordDict({"arrays": arrays, "config": conf}), dst_node_id=nid,
+                    message_type=MessageType.EVALUATE) for nid in node_ids]
+    replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+    per_client, failures = [], []
+    for reply in replies:
+        if reply.has_error():
+            failures.append({"node_id": reply.metadata.src_node_id,
+                             "reason": reply.error.reason})
+            log.warning("personalised evaluation failed on node %s: %s",
+                        reply.metadata.src_node_id, reply.error.reason)
+            continue
+        metrics = reply.content["metrics"]
+        per_client.append({k: float(v) for k, v in metrics.items() if k != "num-examples"})
+    by_model = split_by_model(per_client)
+    for m in by_model.values():
+        m["num_clients"] = float(len(per_client))
+    return {"by_model": by_model, "failures": failures, "num_clients": len(per_client)}
+
+
+def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
+    """Run (or resume) the whole experiment on ``grid``; returns the report dict."""
+    t_start = time.perf_counter()
+    cfg = cfg.with_clients(len(list(grid.get_node_ids())))
+    out = cfg.output_path
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    ws = open_workspace(cfg)
+    ws.split.save(out / "split.json")
+    log.info("split %s: %s", ws.split.digest(), ws.split.summary())
+
+    backbone0, phi0, pre_info = load_or_pretrain(cfg, ws)
+    t_pre = time.perf_counter()
+    personal_model = "personal" if cfg.dfc else "local"
+    strategy = get_strategy(cfg.strategy, fraction_train=cfg.fraction_train,
+                            min_train_nodes=cfg.min_train_nodes,
+                            min_available_nodes=cfg.min_train_nodes)
+
+    resumed = latest_round(ckpt_dir) if cfg.resume else None
+    if resumed is not None:
+        start, tensors, state = resumed
+        if state.get("config-digest") != cfg.digest():
+            raise ConfigError(
+                f"{ckpt_dir}: checkpoints belong to a run with other settings (digest "
+                f"{state.get('config-digest')} != {cfg.digest()}); use a new output-dir or "
+                "set resume=false to start over")
+        arrays = ArrayRecord({k: v for k, v in tensors.items()})
+        experiment_id, history, pretrained = state["experiment-id"], state["rounds"], \
+            state["pretrained"]
+        log.info("resuming experiment %s after round %d from %s", experiment_id, start, ckpt_dir)
+    else:
+        start, history = 0, []
+        experiment_id = uuid.uuid4().hex[:12]
+        arrays = pack_arrays(backbone0, phi0 if cfg.uses_public_data else None)
+        log.info("evaluating the pre-trained model")
+        pers = federated_personal_eval(grid, cfg, arrays, 0, experiment_id, ["global"])
+        pretrained = {"generic": evaluate_generic(cfg, ws, backbone0),
+                      "personalized": pers["by_model"].get("global", {})}
+        save_round(ckpt_dir, 0, _arrays_to_tensors(arrays),
+                   {"config-digest": cfg.digest(), "experiment-id": experiment_id,
+                    "rounds": history, "pretrained": pretrained})
+
+    report: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "split": {"manifest": str(out / "split.json"), "digest": ws.split.digest(),
+                  "summary": ws.split.summary()},
+        "pretrained": pretrained, "rounds": history, "final": None,
+        "experiment-id": experiment_id, "pretraining": pre_info,
+    }
+    for rnd in range(start + 1, cfg.num_server_rounds + 1):
+        t0 = time.perf_counter()
+        random.seed(cfg.seed * 100_003 + rnd)  # client sampling is reproducible
+        conf = ConfigRecord({"experiment-id": experiment_id, "config-digest": cfg.digest()})
+        msgs = list(strategy.configure_train(rnd, arrays, conf, grid))
+        replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+        new_arrays, metrics = strategy.aggregate_train(rnd, replies)
+        row: dict[str, Any] = {"round": rnd, "num-sent": len(msgs),
+                               "num-received": len(replies), "aggregated": new_arrays is not None}
+        row.update({k: v for k, v in (metrics or {}).items()})
+        row["failures"] = strategy.failures.get(rnd, [])
+        if new_arrays is None:
+            log.warning("round %d: too few valid replies; keeping the previous global model", rnd)
+        else:
+            arrays = new_arrays
+        row["train_seconds"] = time.perf_counter() - t0
+        if rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds:
+            backbone, _ = unpack_arrays(arrays)
+            row["generic"] = evaluate_generic(cfg, ws, backbone)
+        if cfg.personal_eval_every and rnd % cfg.personal_eval_every == 0 \
+                and rnd != cfg.num_server_rounds:
+            pers = federated_personal_eval(grid, cfg, arrays, rnd, experiment_id,
+                                           [personal_model])
+            row["personalized"] = pers["by_model"].get(personal_model, {})
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        save_round(ckpt_dir, rnd, _arrays_to_tensors(arrays),
+                   {"config-digest": cfg.digest(), "experiment-id": experiment_id,
+                    "rounds": history, "pretrained": pretrained})
+        write_json(report, out / "report.json")
+        write_metrics_csv(report, out / "metrics.csv")
+        gen = row.get("generic", {})
+        log.info("round %d/%d done in %.1f s: %s replies, generic rank-1 %.4f",
+                 rnd, cfg.num_server_rounds, row["seconds"], row.get("num-replies", 0),
+                 gen.get("rank1", float("nan")))
+
+    log.info("final personalised evaluation on the clients")
+    last = history[-1] if history else {}
+    generic_final = last.get("generic")
+    if generic_final is None:
+        generic_final = evaluate_generic(cfg, ws, unpack_arrays(arrays)[0])
+    pers = federated_personal_eval(grid, cfg, arrays, cfg.num_server_rounds, experiment_id,
+                                   ["global", "local", "personal"])
+    by_model = pers["by_model"]
+    report["final"] = {"generic": generic_final,
+                       "personalized": by_model.get(personal_model, {}),
+                       "personalized_model": personal_model,
+                       "personalized_by_model": by_model}
+    if history:
+        history[-1]["personalized"] = report["final"]["personalized"]
+    report["failures"] = {str(r["round"]): r["failures"] for r in history if r.get("failures")}
+    report["failures"]["final-evaluation"] = pers["failures"]
+    report["timing"] = {"pretraining_seconds": t_pre - t_start,
+                        "total_seconds": time.perf_counter() - t_start}
+    torch.save(_arrays_to_tensors(arrays), out / "final_model.pt")
+    write_json(report, out / "report.json")
+    write_metrics_csv(report, out / "metrics.csv")
+    table = summary_table(report)
+    (out / "results.md").write_text(table + "\n")
+    log.info("results (%%, output in %s):\n%s", out, table)
+    print(table, flush=True)
+    return report

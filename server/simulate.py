@@ -1,0 +1,112 @@
+"""Run the app with ``flwr run . --stream`` in a clean, self-contained way, and clean up after.
+
+``flwr run`` starts a managed local SuperLink in the background and leaves it running. This
+wrapper gives the run its own ``FLWR_HOME`` and free ports (so it never reuses a SuperLink started
+elsewhere with other settings), turns off Flower's per-run dependency installation (the current
+environment already has everything), streams the logs, and stops the SuperLink it started, by its
+process id, on exit or Ctrl-C.
+
+    python -m server.simulate --num-supernodes 4 --run-config "num-server-rounds=3"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def superlink_pids(flwr_home: Path) -> list[int]:
+    """Process ids of flower-superlink processes whose command line names ``flwr_home``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "flower-superlink" in cmd and str(flwr_home) in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_superlinks(flwr_home: Path, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, the SuperLink processes (and their groups) of ``flwr_home``."""
+    pids = superlink_pids(flwr_home)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            for kill in (lambda p, s: os.killpg(os.getpgid(p), s), os.kill):
+                try:
+                    kill(pid, sig)
+                    break
+                except (ProcessLookupError, PermissionError, OSError):
+                    continue
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and superlink_pids(flwr_home):
+            time.sleep(0.2)
+        pids = superlink_pids(flwr_home)
+        if not pids:
+            return
+
+
+def flwr_executable() -> str:
+    exe = Path(sys.executable).with_name("flwr")
+    return str(exe) if exe.exists() else (shutil.which("flwr") or "flwr")
+
+
+def run(run_config: str, num_supernodes: int, flwr_home: Path, app: Path = ROOT,
+        extra_federation_config: str = "") -> int:
+    """``flwr run <app> --stream`` with an isolated FLWR_HOME; returns flwr's exit code."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    stop_superlinks(flwr_home)  # a leftover from an interrupted run
+    env = dict(os.environ)
+    env.update({
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "PYTHONPATH": os.pathsep.join([str(app), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    fed = f"num-supernodes={num_supernodes} {extra_federation_config}".strip()
+    cmd = [flwr_executable(), "run", str(app), "--stream", "--federation-config", fed]
+    if run_config:
+        cmd += ["--run-config", run_config]
+    print("+ " + " ".join(cmd), flush=True)
+    try:
+        return subprocess.call(cmd, env=env, cwd=app)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop_superlinks(flwr_home)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-config", default="", help="overrides, Flower's key=value syntax")
+    parser.add_argument("--num-supernodes", type=int, default=4)
+    parser.add_argument("--federation-config", default="",
+                        help="extra federation settings, e.g. 'client-resources-num-cpus=1'")
+    parser.add_argument("--flwr-home", type=Path, default=ROOT / ".flwr-home")
+    args = parser.parse_args(argv)
+    return run(args.run_config, args.num_supernodes, args.flwr_home.resolve(),
+               extra_federation_config=args.federation_config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

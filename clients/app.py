@@ -38,8 +38,8 @@ app = ClientApp()
 
 #: the only keys a train reply's MetricRecord may carry
 REPLY_METRIC_KEYS = ("num-examples", "num-hard-negatives", "num-steps")
-PERSONAL_FARS = (1e-6, 1e-5, 1e-4, 1e-3)
-PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2)
+PERSONAL_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 # --- helpers shared by both handlers --------------------------------------------------------

@@ -169,6 +169,6 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     write_metrics_csv(report, out / "metrics.csv")
     table = summary_table(report)
     (out / "results.md").write_text(table + "\n")
-    log.info("results (%%, output in %s):\n%s", out, table)
-    print(table, flush=True)
+    log.info("results (%%; n/a = level the data size cannot support), written to %s:\n%s",
+             out, table)
     return report

@@ -82,6 +82,8 @@ def run(run_config: str, num_supernodes: int, flwr_home: Path, app: Path = ROOT,
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         "PYTHONPATH": os.pathsep.join([str(app), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        # flwr spawns flower-superlink & co. by name: the running environment's bin comes first
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     })
     fed = f"num-supernodes={num_supernodes} {extra_federation_config}".strip()
     cmd = [flwr_executable(), "run", str(app), "--stream", "--federation-config", fed]

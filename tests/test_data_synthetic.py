@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedfr.data import build_source
-from fedfr.data.synthetic import SyntheticFaces
+from fedfr.data.synthetic import SyntheticFaces, render
 from fedfr.errors import ConfigError
 
 
@@ -37,6 +37,10 @@ def test_deterministic_and_independent_of_dataset_size():
     more = SyntheticFaces(10, 6, size=16, seed=3)
     np.testing.assert_array_equal(more.images.reshape(10, 6, 16, 16, 3)[:, :4],
                                   a.images.reshape(10, 4, 16, 16, 3))
+    # nor on how the rendering is chunked
+    np.testing.assert_array_equal(render(3, range(10), 4, 16, max_pixels=1), a.images)
+    np.testing.assert_array_equal(render(3, [7, 2], 4, 16),
+                                  a.images[[28, 29, 30, 31, 8, 9, 10, 11]])
     other = SyntheticFaces(10, 4, size=16, seed=4)
     assert np.abs(other.images.astype(int) - a.images.astype(int)).mean() > 10
     assert a.digest() == b.digest() != other.digest()

@@ -117,3 +117,37 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_config: dict,
                 assert math.isnan(other), key
             else:
                 assert other == pytest.approx(value, abs=1e-4), (section, key)
+
+
+class RecordingClient:
+    """Wraps the ClientApp and keeps every message in and out (to audit what crosses)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, object, object]] = []
+
+    def __call__(self, msg, context):
+        reply = client_app(msg, context)
+        self.log.append((msg.metadata.message_type, msg.content, reply.content))
+        return reply
+
+
+def test_every_message_carries_only_what_it_may(tiny_config: dict) -> None:
+    rec = RecordingClient()
+    cfg = resolve(tiny_config)
+    run_federation(InProcessGrid(rec, 2, cfg.to_dict()), cfg)
+    k_l, d, n_l = cfg.ids_per_client, cfg.embedding_size, cfg.ids_per_client * cfg.train_per_id
+    kinds = {kind for kind, _, _ in rec.log}
+    assert kinds == {"train", "evaluate"}
+    for kind, sent, reply in rec.log:
+        assert set(sent.keys()) == {"arrays", "config"}
+        if kind == "train":
+            assert set(reply.keys()) == {"arrays", "metrics"}
+            assert set(reply["arrays"].keys()) == set(sent["arrays"].keys())
+            assert set(reply["metrics"].keys()) == {"num-examples", "num-hard-negatives",
+                                                    "num-steps"}
+            for key, arr in reply["arrays"].items():
+                assert key == "phi" or key.startswith("backbone.")
+                assert tuple(arr.shape) not in {(k_l, d), (n_l, d), (n_l,)}, key
+        else:
+            assert set(reply.keys()) == {"metrics"}
+            assert all(isinstance(v, (int, float)) for v in reply["metrics"].values())

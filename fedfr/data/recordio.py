@@ -118,8 +118,8 @@ class RecordIOSource(FaceSource):
     ``path`` is the ``.rec`` file or a folder holding ``train.rec`` and ``train.idx``;
     ``idx_path`` defaults to the ``.rec`` path with suffix ``.idx``. Labels are the records'
     (first) float labels, renumbered 0..K-1 in increasing order; ``identity_names`` keeps the
-    original label values. Without a header record (record 0 absent or flag 0), every key of the
-    index is an image.
+    original label values. Record 0 is the header when it carries >= 2 labels (flag >= 2);
+    without one, every key of the index is an image.
     """
 
     def __init__(self, path: str | os.PathLike, idx_path: str | os.PathLike | None = None):

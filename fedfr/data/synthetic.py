@@ -8,8 +8,8 @@ directional gradient), pixel noise and, on some images, an occluding rectangle.
 
 Randomness is counter-based: identity ``j`` depends only on ``(seed, j)`` and image ``k`` of it
 only on ``(seed, j, k, size, difficulty)``, so a larger dataset extends a smaller one. Canonical
-faces are rendered analytically on a coordinate grid at twice the output size (soft edges), then
-posed with ``grid_sample``.
+faces are rendered analytically on a coordinate grid at up to twice the output size (soft edges),
+then posed with ``grid_sample``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from fedfr.errors import ConfigError
 #: Bump when the rendering changes, so cached images of an older generator are not reused.
 GENERATOR_VERSION = 1
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAM_IDENTITY = 1
 _STREAM_IMAGE = 2
 _ZOOM = 1.25  # canonical face -> frame magnification (the head fills most of the image)
@@ -360,13 +359,13 @@ def render(seed: int, identities: Iterable[int], images_per_identity: int, size:
            difficulty: float = 1.0, max_pixels: int = 1 << 22) -> np.ndarray:
     """Render images 0..images_per_identity-1 of each identity: uint8 (n*per_id, size, size, 3).
 
-    Identity-major; rendering runs in chunks of at most about ``max_pixels`` canonical pixels.
+    Identity-major; rendering runs in chunks of about ``max_pixels`` canonical + output pixels.
     """
     ids = np.asarray(list(identities), dtype=np.int64)
     per_id = int(images_per_identity)
     res = max(size, min(2 * size, 128))  # canonical resolution: 2x (anti-aliasing) up to 128
     out = np.empty((len(ids) * per_id, size, size, 3), dtype=np.uint8)
-    chunk = max(1, max_pixels // (res * res * max(1, per_id // 4)))
+    chunk = max(1, max_pixels // (res * res + per_id * size * size))  # identities per chunk
     with torch.no_grad():
         for c0 in range(0, len(ids), chunk):
             cid = ids[c0:c0 + chunk]

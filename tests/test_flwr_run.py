@@ -1,0 +1,43 @@
+"""`flwr run` end to end (Ray simulation engine, managed local SuperLink). Slow: `make test-slow`."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.simulate import superlink_pids
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _toml_items(conf: dict) -> str:
+    def fmt(v):
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, str):
+            return json.dumps(v)
+        return str(v)
+    return " ".join(f"{k}={fmt(v)}" for k, v in conf.items())
+
+
+def test_flwr_run_simulation_writes_the_report_and_stops_its_superlink(
+        tiny_config: dict, tmp_path: Path) -> None:
+    home = tmp_path / "flwr-home"
+    conf = {**tiny_config, "num-clients": 0}  # one client per SuperNode
+    cmd = [sys.executable, "-m", "server.simulate", "--num-supernodes", "2", "--flwr-home",
+           str(home), "--run-config", _toml_items(conf)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads((Path(tiny_config["output-dir"]) / "report.json").read_text())
+    assert report["config"]["num-clients"] == 2
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert all(r["num-replies"] == 2 for r in report["rounds"])
+    assert math.isfinite(report["final"]["personalized"]["rank1"])
+    assert "G 1:1" in proc.stdout  # the results table was printed
+    assert superlink_pids(home) == []  # nothing left running

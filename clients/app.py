@@ -27,6 +27,7 @@ from fedfr.config import Config, resolve, resolve_path
 from fedfr.dfc import DFCHead
 from fedfr.evaluation.features import embed
 from fedfr.evaluation.protocols import personalized_protocol
+from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
 from fedfr.models import get_model
 from fedfr.runtime import configure_threads
 from fedfr.training.batches import seeded_generator
@@ -38,8 +39,6 @@ app = ClientApp()
 
 #: the only keys a train reply's MetricRecord may carry
 REPLY_METRIC_KEYS = ("num-examples", "num-hard-negatives", "num-steps")
-PERSONAL_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 # --- helpers shared by both handlers --------------------------------------------------------

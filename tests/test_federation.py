@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_two_clients_two_rounds_end_to_end(tiny_config: dict) -> None:
-    report = run_inprocess(tiny_config)
+    report = run_inprocess({**tiny_config, "personal-eval-every": 1})
     out = Path(tiny_config["output-dir"])
     on_disk = json.loads((out / "report.json").read_text())
     assert {"config", "split", "pretrained", "rounds", "final"} <= set(on_disk)
@@ -35,6 +35,8 @@ def test_two_clients_two_rounds_end_to_end(tiny_config: dict) -> None:
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert all(r["num-replies"] == 2 and r["aggregated"] for r in report["rounds"])
     assert set(report["final"]["personalized_by_model"]) == {"global", "local", "personal"}
+    assert math.isfinite(report["rounds"][0]["personalized"]["rank1"])  # every-k evaluation
+    assert report["rounds"][1]["personalized"] == report["final"]["personalized"]
     csv = pd.read_csv(out / "metrics.csv")
     assert list(csv["round"]) == [0, 1, 2]
     assert (out / "split.json").exists() and (out / "results.md").exists()
@@ -151,3 +153,63 @@ def test_every_message_carries_only_what_it_may(tiny_config: dict) -> None:
         else:
             assert set(reply.keys()) == {"metrics"}
             assert all(isinstance(v, (int, float)) for v in reply["metrics"].values())
+
+
+ORL = ROOT.parent / "shared" / "data" / "faces" / "orl"
+
+
+@pytest.mark.skipif(not ORL.is_dir(), reason="../shared/data/faces/orl not present")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_real_faces_from_an_image_folder(tiny_config: dict) -> None:
+    conf = {**tiny_config, "dataset": "folder", "data-root": str(ORL), "num-public-ids": 16,
+            "ids-per-client": 4, "train-per-id": 6, "test-per-id": 4, "num-generic-ids": 8}
+    report = run_inprocess(conf)
+    summary = report["split"]["summary"]
+    assert summary["identities"] == {"public": 16, "clients": 8, "generic": 8}
+    assert math.isfinite(report["final"]["generic"]["rank1"])
+
+
+def test_recordio_dataset_end_to_end(tiny_config: dict, tmp_path: Path) -> None:
+    """The same federation on data stored as MXNet RecordIO (train.rec + train.idx)."""
+    from fedfr.data.recordio import write_source_as_recordio
+    from fedfr.data.synthetic import SyntheticFaces
+
+    source = SyntheticFaces(num_identities=40, images_per_identity=8, size=32, seed=3)
+    rec_dir = write_source_as_recordio(source, tmp_path / "rec")
+    conf = {**tiny_config, "dataset": "recordio", "data-root": str(rec_dir)}
+    report = run_inprocess(conf)
+    assert report["split"]["summary"]["images"]["public"] == 24 * 8
+    assert all(r["aggregated"] for r in report["rounds"])
+
+
+def test_corrupt_client_image_fails_that_client_only(tiny_config: dict, tmp_path: Path) -> None:
+    """A corrupt file in one client's data takes down that client's rounds, not the run."""
+    from PIL import Image
+
+    from fedfr.config import resolve as _resolve
+    from fedfr.data.folder import ImageFolderSource
+    from fedfr.workspace import open_workspace
+
+    rng = torch.Generator().manual_seed(0)
+    root = tmp_path / "faces"
+    for ident in range(48):
+        folder = root / f"id{ident:02d}"
+        folder.mkdir(parents=True)
+        base = torch.randint(0, 255, (3, 32, 32), generator=rng)
+        for k in range(8):
+            noise = torch.randint(-20, 20, (3, 32, 32), generator=rng)
+            img = (base + noise).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(img).save(folder / f"{k}.png")
+    conf = {**tiny_config, "dataset": "folder", "data-root": str(root), "num-clients": 3,
+            "min-train-nodes": 2}
+    cfg = _resolve(conf)
+    split = open_workspace(cfg).split
+    victim = split.clients[2].train[0]
+    path = ImageFolderSource(root).paths[victim]
+    Path(path).write_bytes(b"not an image")
+    from fedfr import workspace
+    workspace._WORKSPACES.clear()  # drop the decoded tensors cached above
+    report = run_inprocess(conf)
+    for r in report["rounds"]:
+        assert r["aggregated"] and r["num-replies"] == 2 and r["num-failures"] == 1
+        assert Path(path).name in r["failures"][0]["reason"]

@@ -1,4 +1,4 @@
-"""`flwr run` end to end (Ray simulation engine, managed local SuperLink). Slow: `make test-slow`."""
+"""`flwr run` end to end (Ray simulation engine, local SuperLink). Slow: `make test-slow`."""
 
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ from fedfr.evaluation.features import embed
 from fedfr.evaluation.metrics import auto_levels
 from fedfr.evaluation.protocols import average_metrics, generic_protocol
 
+#: levels reported by the personalised protocol (those the data size cannot support are nan)
+PERSONAL_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
 
 def evaluate_generic(cfg, ws, backbone: dict[str, torch.Tensor]) -> dict[str, float]:
     """Generic open-set protocol (held-out identities) with model Theta_g (a state_dict)."""
@@ -34,9 +38,14 @@ def split_by_model(per_client: list[dict[str, float]]) -> dict[str, dict[str, fl
     return out
 
 
+#: a headline level must let at least this many negatives pass (fewer makes TAR/TPIR noise)
+HEADLINE_MIN_NEGATIVES = 20
+
+
 def headline_levels(metrics: dict[str, float], prefix: str, negatives_key: str,
                     count: int = 2) -> list[str]:
-    """Keys of the ``count`` smallest reported levels that the data size supports."""
+    """Keys of the ``count`` smallest reported levels that the data size supports, i.e. with
+    level x #negatives >= HEADLINE_MIN_NEGATIVES (all levels stay in report.json)."""
     levels = []
     for key in metrics:
         if key.startswith(prefix + "@"):
@@ -45,7 +54,8 @@ def headline_levels(metrics: dict[str, float], prefix: str, negatives_key: str,
             except ValueError:
                 continue
     n = metrics.get(negatives_key, 0) or 0
-    good = [lv for lv in auto_levels(int(n), candidates=tuple(sorted(levels)), count=count)]
+    good = auto_levels(int(n), candidates=tuple(sorted(levels)), count=count,
+                       min_count=HEADLINE_MIN_NEGATIVES)
     if not good:
         good = sorted(lv for lv in levels if not math.isnan(metrics.get(_key(prefix, lv), 0)))
         good = good[-count:]
@@ -56,3 +66,28 @@ def _key(prefix: str, level: float) -> str:
     from fedfr.evaluation.metrics import level_key
 
     return level_key(prefix, level)
+
+
+def evaluate_personalized_central(cfg, ws, backbone: dict[str, torch.Tensor],
+                                  fars=PERSONAL_FARS, fpirs=PERSONAL_FPIRS) -> dict[str, float]:
+    """The personalised protocol for one shared model (e.g. the central upper bound), every
+    client evaluated in this process and averaged over clients."""
+    from fedfr.evaluation.protocols import personalized_protocol
+    from fedfr.models import get_model
+
+    model = get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
+    model.load_state_dict(backbone)
+    per_client = []
+    n = len(ws.split.clients)
+    test_feats = [embed(model, ws.client(c).test_images, batch_size=cfg.eval_batch_size,
+                        flip=cfg.eval_flip) for c in range(n)]
+    for c in range(n):
+        data = ws.client(c)
+        train = embed(model, data.train_images, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
+        others = torch.cat([test_feats[o] for o in range(n) if o != c])
+        per_client.append(personalized_protocol(test_feats[c], data.test_labels, train,
+                                                data.train_labels, others, fars=fars,
+                                                fpirs=fpirs))
+    out = {k: float(v) for k, v in average_metrics(per_client).items()}
+    out["num_clients"] = float(n)
+    return out

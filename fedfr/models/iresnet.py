@@ -15,6 +15,13 @@ import torch
 from torch import nn
 
 from fedfr.errors import ConfigError
+from fedfr.models.common import (
+    build_stages,
+    check_input,
+    check_sizes,
+    init_weights,
+    stage_counts,
+)
 
 #: depth -> blocks per stage.
 IRESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {
@@ -24,21 +31,6 @@ IRESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {
     100: (3, 13, 30, 3),
 }
 _CHANNELS = (64, 128, 256, 512)
-
-
-def _check_sizes(model: str, embedding_size: int, input_size: int) -> None:
-    """ConfigError unless embedding_size >= 1 and input_size is a positive multiple of 16."""
-    if type(embedding_size) is not int or embedding_size < 1:
-        raise ConfigError(f"{model}: embedding_size must be a positive int, got {embedding_size!r}")
-    if type(input_size) is not int or input_size < 16 or input_size % 16:
-        raise ConfigError(f"{model}: input_size must be a positive multiple of 16 "
-                          f"(e.g. 32, 48, 64, 112), got {input_size!r}")
-
-
-def _check_input(model: str, x: torch.Tensor, input_size: int) -> None:
-    if x.ndim != 4 or tuple(x.shape[1:]) != (3, input_size, input_size):
-        raise ValueError(f"{model}: expected input (B, 3, {input_size}, {input_size}), "
-                         f"got {tuple(x.shape)}")
 
 
 class _Block(nn.Module):
@@ -74,16 +66,9 @@ class IResNet(nn.Module):
                  layers: Sequence[int] | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         name = f"iresnet{depth}"
-        _check_sizes(name, embedding_size, input_size)
-        if layers is None:
-            if depth not in IRESNET_LAYERS:
-                raise ConfigError(f"iresnet depth must be one of {sorted(IRESNET_LAYERS)}, "
-                                  f"got {depth!r}")
-            layers = IRESNET_LAYERS[depth]
-        units = tuple(layers)
-        if len(units) != 4 or not all(isinstance(n, int) and n >= 1 for n in units):
-            raise ConfigError(f"{name}: layers must be 4 positive ints (blocks per stage), "
-                              f"got {layers!r}")
+        check_sizes(name, embedding_size, input_size)
+        units = stage_counts("iresnet", depth, layers, IRESNET_LAYERS, positive=True,
+                             note=" (blocks per stage)")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"{name}: dropout must be in [0, 1), got {dropout!r}")
         self.depth = depth
@@ -92,25 +77,20 @@ class IResNet(nn.Module):
         self.embedding_size = embedding_size
         self.stem = nn.Sequential(
             nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        stages: list[nn.Module] = []
-        c_in = 64
-        for c_out, n in zip(_CHANNELS, units, strict=True):
-            blocks = [_Block(c_in, c_out, 2)] + [_Block(c_out, c_out, 1) for _ in range(n - 1)]
-            stages.append(nn.Sequential(*blocks))
-            c_in = c_out
-        self.stages = nn.Sequential(*stages)
-        side = input_size // 16
+        # Each stage: a stride-2 block, then n - 1 stride-1 blocks.
+        self.stages = build_stages(64, _CHANNELS, [n - 1 for n in units],
+                                   lambda c_in, c_out: _Block(c_in, c_out, 2),
+                                   lambda c: _Block(c, c, 1))
+        width, side = _CHANNELS[-1], input_size // 16
         self.head = nn.Sequential(
-            nn.BatchNorm2d(c_in), nn.Dropout(dropout), nn.Flatten(1),
-            nn.Linear(c_in * side * side, embedding_size))
+            nn.BatchNorm2d(width), nn.Dropout(dropout), nn.Flatten(1),
+            nn.Linear(width * side * side, embedding_size))
         self.features = nn.BatchNorm1d(embedding_size)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_weights(self, linear=False)
         nn.init.ones_(self.features.weight)
         self.features.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, S, S) float in [-1, 1] -> (B, embedding_size)."""
-        _check_input(f"iresnet{self.depth}", x, self.input_size)
+        check_input(f"iresnet{self.depth}", x, self.input_size)
         return self.features(self.head(self.stages(self.stem(x))))

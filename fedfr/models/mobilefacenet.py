@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedfr.errors import ConfigError
+from fedfr.models.common import check_input, check_sizes, init_weights
 
 #: (expansion t, output channels c, repeats n, first stride s), from the paper.
 BOTTLENECKS: tuple[tuple[int, int, int, int], ...] = (
@@ -23,15 +23,6 @@ BOTTLENECKS: tuple[tuple[int, int, int, int], ...] = (
     (4, 128, 1, 2),
     (2, 128, 2, 1),
 )
-
-
-def _check_sizes(model: str, embedding_size: int, input_size: int) -> None:
-    """ConfigError unless embedding_size >= 1 and input_size is a positive multiple of 16."""
-    if type(embedding_size) is not int or embedding_size < 1:
-        raise ConfigError(f"{model}: embedding_size must be a positive int, got {embedding_size!r}")
-    if type(input_size) is not int or input_size < 16 or input_size % 16:
-        raise ConfigError(f"{model}: input_size must be a positive multiple of 16 "
-                          f"(e.g. 32, 48, 64, 112), got {input_size!r}")
 
 
 class _ConvBN(nn.Sequential):
@@ -75,7 +66,7 @@ class MobileFaceNet(nn.Module):
 
     def __init__(self, embedding_size: int = 512, input_size: int = 112) -> None:
         super().__init__()
-        _check_sizes("mobilefacenet", embedding_size, input_size)
+        check_sizes("mobilefacenet", embedding_size, input_size)
         self.input_size = input_size
         self.embedding_size = embedding_size
         layers: list[nn.Module] = [_ConvBN(3, 64, 3, 2), _ConvBN(64, 64, 3, 1, groups=64)]
@@ -90,15 +81,9 @@ class MobileFaceNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(512, embedding_size, bias=False)
         self.features = nn.BatchNorm1d(embedding_size)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, S, S) float in [-1, 1] -> (B, embedding_size)."""
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, self.input_size, self.input_size):
-            raise ValueError(f"mobilefacenet: expected input (B, 3, {self.input_size}, "
-                             f"{self.input_size}), got {tuple(x.shape)}")
+        check_input("mobilefacenet", x, self.input_size)
         return self.features(self.fc(torch.flatten(self.body(x), 1)))

@@ -14,17 +14,9 @@ import torch
 from torch import nn
 
 from fedfr.errors import ConfigError
+from fedfr.models.common import build_stages, check_counts, check_input, check_sizes, init_weights
 
 _ACTIVATIONS = ("relu", "prelu")
-
-
-def _check_sizes(model: str, embedding_size: int, input_size: int) -> None:
-    """ConfigError unless embedding_size >= 1 and input_size is a positive multiple of 16."""
-    if type(embedding_size) is not int or embedding_size < 1:
-        raise ConfigError(f"{model}: embedding_size must be a positive int, got {embedding_size!r}")
-    if type(input_size) is not int or input_size < 16 or input_size % 16:
-        raise ConfigError(f"{model}: input_size must be a positive multiple of 16 "
-                          f"(e.g. 32, 48, 64, 112), got {input_size!r}")
 
 
 def _act(kind: str, channels: int) -> nn.Module:
@@ -61,12 +53,10 @@ class SmallCNN(nn.Module):
                  channels: Sequence[int] = (32, 64, 128, 256),
                  units: Sequence[int] = (0, 1, 1, 1), activation: str = "relu") -> None:
         super().__init__()
-        _check_sizes("small_cnn", embedding_size, input_size)
+        check_sizes("small_cnn", embedding_size, input_size)
         channels, units = tuple(channels), tuple(units)
-        if len(channels) != 4 or not all(isinstance(c, int) and c >= 1 for c in channels):
-            raise ConfigError(f"small_cnn: channels must be 4 positive ints, got {channels!r}")
-        if len(units) != 4 or not all(isinstance(n, int) and n >= 0 for n in units):
-            raise ConfigError(f"small_cnn: units must be 4 non-negative ints, got {units!r}")
+        check_counts("small_cnn", "channels", channels, positive=True)
+        check_counts("small_cnn", "units", units, positive=False)
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"small_cnn: activation must be one of {_ACTIVATIONS}, "
                               f"got {activation!r}")
@@ -74,26 +64,15 @@ class SmallCNN(nn.Module):
         self.embedding_size = embedding_size
         self.channels = channels
         self.units = units
-        stages: list[nn.Module] = []
-        c_in = 3
-        for c_out, n in zip(channels, units, strict=True):
-            blocks = [_ConvBNAct(c_in, c_out, 2, activation)]
-            blocks += [_Unit(c_out, activation) for _ in range(n)]
-            stages.append(nn.Sequential(*blocks))
-            c_in = c_out
-        self.stages = nn.Sequential(*stages)
+        self.stages = build_stages(3, channels, units,
+                                   lambda c_in, c_out: _ConvBNAct(c_in, c_out, 2, activation),
+                                   lambda c: _Unit(c, activation))
         side = input_size // 16
-        self.fc = nn.Linear(c_in * side * side, embedding_size, bias=False)
+        self.fc = nn.Linear(channels[-1] * side * side, embedding_size, bias=False)
         self.features = nn.BatchNorm1d(embedding_size)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, S, S) float in [-1, 1] -> (B, embedding_size)."""
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, self.input_size, self.input_size):
-            raise ValueError(f"small_cnn: expected input (B, 3, {self.input_size}, "
-                             f"{self.input_size}), got {tuple(x.shape)}")
+        check_input("small_cnn", x, self.input_size)
         return self.features(self.fc(torch.flatten(self.stages(x), 1)))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fedfr.errors import ConfigError
+from fedfr.models.common import build_stages, check_input, check_sizes, stage_counts
 
 #: depth -> residual units per stage (paper). FedFR's code uses [3, 7, 16, 3] for its "64".
 SPHEREFACE_LAYERS: dict[int, tuple[int, int, int, int]] = {
@@ -27,21 +27,6 @@ SPHEREFACE_LAYERS: dict[int, tuple[int, int, int, int]] = {
 #: the unit counts of FedFR's ``sphnet.py`` (type 64), selectable with ``layers=``.
 FEDFR_CODE_LAYERS: tuple[int, int, int, int] = (3, 7, 16, 3)
 _CHANNELS = (64, 128, 256, 512)
-
-
-def _check_sizes(model: str, embedding_size: int, input_size: int) -> None:
-    """ConfigError unless embedding_size >= 1 and input_size is a positive multiple of 16."""
-    if type(embedding_size) is not int or embedding_size < 1:
-        raise ConfigError(f"{model}: embedding_size must be a positive int, got {embedding_size!r}")
-    if type(input_size) is not int or input_size < 16 or input_size % 16:
-        raise ConfigError(f"{model}: input_size must be a positive multiple of 16 "
-                          f"(e.g. 32, 48, 64, 112), got {input_size!r}")
-
-
-def _check_input(model: str, x: torch.Tensor, input_size: int) -> None:
-    if x.ndim != 4 or tuple(x.shape[1:]) != (3, input_size, input_size):
-        raise ValueError(f"{model}: expected input (B, 3, {input_size}, {input_size}), "
-                         f"got {tuple(x.shape)}")
 
 
 class _ConvAct(nn.Sequential):
@@ -81,29 +66,18 @@ class SphereFaceNet(nn.Module):
                  layers: Sequence[int] | None = None, batch_norm: bool = False) -> None:
         super().__init__()
         name = f"sphereface{depth}"
-        _check_sizes(name, embedding_size, input_size)
-        if layers is None:
-            if depth not in SPHEREFACE_LAYERS:
-                raise ConfigError(f"sphereface depth must be one of {sorted(SPHEREFACE_LAYERS)}, "
-                                  f"got {depth!r}")
-            layers = SPHEREFACE_LAYERS[depth]
-        units = tuple(layers)
-        if len(units) != 4 or not all(isinstance(n, int) and n >= 0 for n in units):
-            raise ConfigError(f"{name}: layers must be 4 non-negative ints (units per stage), "
-                              f"got {layers!r}")
+        check_sizes(name, embedding_size, input_size)
+        units = stage_counts("sphereface", depth, layers, SPHEREFACE_LAYERS, positive=False,
+                             note=" (units per stage)")
         self.depth = depth
         self.layers = units
         self.batch_norm = batch_norm
         self.input_size = input_size
         self.embedding_size = embedding_size
-        stages: list[nn.Module] = []
-        c_in = 3
-        for c_out, n in zip(_CHANNELS, units, strict=True):
-            blocks: list[nn.Module] = [_ConvAct(c_in, c_out, 2, batch_norm, bias=not batch_norm)]
-            blocks += [_Unit(c_out, batch_norm) for _ in range(n)]
-            stages.append(nn.Sequential(*blocks))
-            c_in = c_out
-        self.stages = nn.Sequential(*stages)
+        self.stages = build_stages(
+            3, _CHANNELS, units,
+            lambda c_in, c_out: _ConvAct(c_in, c_out, 2, batch_norm, bias=not batch_norm),
+            lambda c: _Unit(c, batch_norm))
         side = input_size // 16
         self.fc = nn.Linear(_CHANNELS[-1] * side * side, embedding_size)
         self._init_weights()
@@ -125,5 +99,5 @@ class SphereFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 3, S, S) float in [-1, 1] -> (B, embedding_size)."""
-        _check_input(f"sphereface{self.depth}", x, self.input_size)
+        check_input(f"sphereface{self.depth}", x, self.input_size)
         return self.fc(torch.flatten(self.stages(x), 1))

@@ -19,13 +19,15 @@ log = logging.getLogger(__name__)
 def train_cosface(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
                   *, epochs: int, lr: float, batch_size: int, momentum: float = 0.9,
                   weight_decay: float = 5e-4, s: float = 30.0, m: float = 0.4, seed: int = 0,
-                  proxies: torch.Tensor | None = None, progress: bool = True) -> torch.Tensor:
+                  proxies: torch.Tensor | None = None, progress: bool = True,
+                  cosine_schedule: bool = True) -> torch.Tensor:
     """Train ``model`` and a class matrix with CosFace (eq. 7.1) on one labelled set.
 
     images: uint8 (N,3,S,S); labels: (N,) in 0..num_classes-1. ``proxies`` (num_classes, d)
     initialises the class matrix (default: mean features of each class under the initial model).
-    The learning rate follows a cosine schedule over all steps (a choice for short CPU runs;
-    the paper pre-trains its model elsewhere). Returns the trained class matrix (num_classes, d).
+    With ``cosine_schedule`` the learning rate decays over all steps (our choice for short CPU
+    pre-training; the paper pre-trains elsewhere), else it is constant.
+    Returns the trained class matrix (num_classes, d).
     """
     labels = labels.long()
     if proxies is None:
@@ -35,7 +37,9 @@ def train_cosface(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     params = list(model.parameters()) + [weight]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = max(1, len(images) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    total_steps = max(1, epochs * steps_per_epoch)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+             if cosine_schedule else None)
     gen = seeded_generator(seed, 7)
     model.train()
     for epoch in range(epochs):
@@ -45,7 +49,8 @@ def train_cosface(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(idx)
             count += len(idx)
         if progress:

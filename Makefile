@@ -9,7 +9,7 @@ NODES  ?= 4
 RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install demo demo-orl test test-slow test-all lint clean
+.PHONY: install demo demo-orl ablation test test-slow test-all lint clean
 
 install: $(STAMP)
 
@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: $(STAMP)
 	$(BIN)/python -m server.simulate --num-supernodes $(NODES) \
 	  --run-config "output-dir='$(OUT)' cache-dir='$(CACHE)' $(RUN_CONFIG)"
+	@echo; echo "results (%), also in $(OUT)/results.md and report.json:"; cat $(OUT)/results.md
 
 ## demo-orl: the same on the real ORL faces in ../shared/data/faces/orl
 demo-orl: $(STAMP)
@@ -29,6 +30,11 @@ demo-orl: $(STAMP)
 	  --run-config "dataset='folder' data-root='$(abspath ../shared/data/faces/orl)' \
 	  image-size=32 num-public-ids=16 ids-per-client=4 train-per-id=6 test-per-id=4 \
 	  num-generic-ids=8 output-dir='$(CURDIR)/outputs/orl' cache-dir='$(CACHE)' $(RUN_CONFIG)"
+
+## ablation: Table 7.1's rows (FedAvg, +HN, +contrastive, FedFR, central) in-process
+ablation: $(STAMP)
+	FEDFR_NUM_THREADS=2 $(BIN)/python -m benchmarks.ablation --out $(CURDIR)/outputs/ablation \
+	  --run-config "cache-dir='$(CACHE)' $(RUN_CONFIG)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

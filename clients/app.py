@@ -4,7 +4,8 @@ Messages (the contract with ``server/``):
 - ``train``: in ``arrays`` (``backbone.*`` [+ ``phi``]) and ``config`` (``server-round``,
   ``experiment-id``, ``config-digest``). Out: the same array keys and a MetricRecord with
   ``num-examples`` (the aggregation weight), ``num-hard-negatives`` and ``num-steps``. Nothing else:
-  W_l, Pi_l, Omega_l, b, features, labels and images stay on the node (``privacy.py`` checks it).
+  W_l, Pi_l, Omega_l, b, features, labels and images stay on the node (the strategy rejects
+  anything else; ``tests/test_federation.py`` audits every message).
 - ``evaluate``: the personalised protocol on this client for the models named in
   ``config["eval-models"]`` (``global``, ``local``, ``personal``); replies with averaged-ready
   scalar metrics ``<model>.<metric>``, never with features or scores.
@@ -144,6 +145,8 @@ def personal_models(cfg: Config, global_backbone: dict[str, torch.Tensor],
     """
     make = _model_fn(cfg)
     for name in names:
+        if name not in ("global", "local", "personal"):
+            raise ValueError(f"unknown evaluation model {name!r} (global, local, personal)")
         model = make()
         head = None
         if name == "global" or state is None or state.prev_backbone is None:
@@ -154,8 +157,6 @@ def personal_models(cfg: Config, global_backbone: dict[str, torch.Tensor],
             dfc = DFCHead(cfg.embedding_size, state.w.shape[0])
             dfc.load_personal_state(state.dfc)
             head = dfc.pi
-        elif name not in ("global", "local", "personal"):
-            raise ValueError(f"unknown evaluation model {name!r} (global, local, personal)")
         yield name, model, head
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedfr.client_state import ClientStateStore
@@ -34,12 +34,13 @@ from fedfr.runtime import configure_threads
 from fedfr.training.batches import seeded_generator
 from fedfr.training.local import LocalData, PersonalState, train_local_round
 from fedfr.workspace import open_workspace
+from strategies.records import COUNT_KEYS, pack_arrays, unpack_arrays
 
 log = logging.getLogger(__name__)
 app = ClientApp()
 
 #: the only keys a train reply's MetricRecord may carry
-REPLY_METRIC_KEYS = ("num-examples", "num-hard-negatives", "num-steps")
+REPLY_METRIC_KEYS = COUNT_KEYS
 
 
 # --- helpers shared by both handlers --------------------------------------------------------
@@ -63,21 +64,6 @@ def state_root(cfg: Config, context: Context) -> Path:
     if value:
         return resolve_path(value)
     return cfg.output_path / "client-state"
-
-
-def unpack_arrays(arrays: ArrayRecord) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """ArrayRecord -> (backbone state_dict without prefix, phi or None)."""
-    sd = arrays.to_torch_state_dict()
-    backbone = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-    return backbone, sd.get("phi")
-
-
-def pack_arrays(backbone: dict[str, torch.Tensor], phi: torch.Tensor | None) -> ArrayRecord:
-    """(backbone state_dict, phi) -> ArrayRecord with ``backbone.*`` [+ ``phi``] keys."""
-    sd = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone.items()}
-    if phi is not None:
-        sd["phi"] = phi.detach().cpu().contiguous()
-    return ArrayRecord(sd)
 
 
 def _model_fn(cfg: Config):

@@ -19,7 +19,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from clients.app import pack_arrays, unpack_arrays
 from fedfr.checkpoint import latest_round, save_round
 from fedfr.config import Config
 from fedfr.errors import ConfigError
@@ -28,6 +27,7 @@ from fedfr.report import summary_table, write_json, write_metrics_csv
 from fedfr.training.pretrain import load_or_pretrain
 from fedfr.workspace import open_workspace
 from strategies import get_strategy
+from strategies.records import pack_arrays, unpack_arrays
 
 log = logging.getLogger("fedfr.server")
 

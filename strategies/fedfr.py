@@ -28,16 +28,14 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedfr.aggregation import WeightedMean, check_update, check_weight
 from fedfr.errors import ConfigError
-
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
-METRICS_KEY = "metrics"
-#: prefix of every backbone tensor in the ArrayRecord
-BACKBONE_PREFIX = "backbone."
-#: key of the public class-embedding matrix Phi_g (K_g x d)
-PHI_KEY = "phi"
-#: the counters every train reply carries; all are summed over valid replies
-COUNT_KEYS = ("num-examples", "num-hard-negatives", "num-steps")
+from strategies.records import (
+    ARRAYS_KEY,
+    BACKBONE_PREFIX,
+    CONFIG_KEY,
+    COUNT_KEYS,
+    METRICS_KEY,
+    PHI_KEY,
+)
 
 #: key -> (shape, dtype) of what was sent
 ArraySpec = dict[str, tuple[tuple[int, ...], np.dtype]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from fedfr.dfc import DFCHead
 from fedfr.evaluation.features import embed
 from fedfr.evaluation.protocols import personalized_protocol
 from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
-from fedfr.models import get_model
+from fedfr.models import model_from_config
 from fedfr.runtime import configure_threads
 from fedfr.training.batches import seeded_generator
 from fedfr.training.local import LocalData, PersonalState, train_local_round
@@ -66,11 +67,6 @@ def state_root(cfg: Config, context: Context) -> Path:
     return cfg.output_path / "client-state"
 
 
-def _model_fn(cfg: Config):
-    return lambda: get_model(cfg.model, embedding_size=cfg.embedding_size,
-                             input_size=cfg.image_size)
-
-
 def _workspace(cfg: Config, context: Context):
     data_root = str(context.node_config.get("data-root", "")) or None
     return open_workspace(cfg, data_root=data_root)
@@ -103,7 +99,7 @@ def train(msg: Message, context: Context) -> Message:
     if cfg.uses_public_data:
         public_images, public_labels = ws.public()
     result = train_local_round(
-        _model_fn(cfg), backbone, phi,
+        partial(model_from_config, cfg), backbone, phi,
         LocalData(data.train_images, data.train_labels, data.num_classes), cfg, state,
         seeded_generator(cfg.seed, server_round, pid),
         public_images=public_images, public_labels=public_labels, server_round=server_round)
@@ -129,7 +125,7 @@ def personal_models(cfg: Config, global_backbone: dict[str, torch.Tensor],
     global = Theta_g; local = Theta_l (the client's last local model, Theta_g if it never
     trained); personal = [Theta_l, Pi_l] with DFC, else Theta_l (Table 7.3's three rows).
     """
-    make = _model_fn(cfg)
+    make = partial(model_from_config, cfg)
     for name in names:
         if name not in ("global", "local", "personal"):
             raise ValueError(f"unknown evaluation model {name!r} (global, local, personal)")

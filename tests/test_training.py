@@ -8,7 +8,7 @@ import torch
 
 from fedfr.config import resolve
 from fedfr.evaluation.run import evaluate_personalized_central
-from fedfr.models import get_model
+from fedfr.models import model_from_config
 from fedfr.training.batches import seeded_generator
 from fedfr.training.central import train_central
 from fedfr.training.local import LocalData, train_local_round
@@ -22,9 +22,8 @@ def _round(conf: dict, state=None, rnd: int = 1):
     backbone, phi, _ = load_or_pretrain(cfg, ws)
     data = ws.client(0)
     pub_x, pub_y = ws.public()
-    make = lambda: get_model(cfg.model, embedding_size=cfg.embedding_size,  # noqa: E731
-                             input_size=cfg.image_size)
-    res = train_local_round(make, backbone, phi if cfg.uses_public_data else None,
+    phi = phi if cfg.uses_public_data else None
+    res = train_local_round(lambda: model_from_config(cfg), backbone, phi,
                             LocalData(data.train_images, data.train_labels, data.num_classes),
                             cfg, state, seeded_generator(cfg.seed, rnd, 0),
                             public_images=pub_x, public_labels=pub_y, server_round=rnd)

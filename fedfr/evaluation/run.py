@@ -17,9 +17,9 @@ PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 def evaluate_generic(cfg, ws, backbone: dict[str, torch.Tensor]) -> dict[str, float]:
     """Generic open-set protocol (held-out identities) with model Theta_g (a state_dict)."""
-    from fedfr.models import get_model
+    from fedfr.models import model_from_config
 
-    model = get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
+    model = model_from_config(cfg)
     model.load_state_dict(backbone)
     images, labels = ws.generic()
     feats = embed(model, images, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
@@ -73,9 +73,9 @@ def evaluate_personalized_central(cfg, ws, backbone: dict[str, torch.Tensor],
     """The personalised protocol for one shared model (e.g. the central upper bound), every
     client evaluated in this process and averaged over clients."""
     from fedfr.evaluation.protocols import personalized_protocol
-    from fedfr.models import get_model
+    from fedfr.models import model_from_config
 
-    model = get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
+    model = model_from_config(cfg)
     model.load_state_dict(backbone)
     per_client = []
     n = len(ws.split.clients)

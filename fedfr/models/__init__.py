@@ -30,6 +30,7 @@ __all__ = [
     "count_parameters",
     "get_model",
     "list_models",
+    "model_from_config",
     "resolve_model_name",
 ]
 
@@ -86,6 +87,11 @@ def get_model(name: str, embedding_size: int = 512, input_size: int = 112,
         raise ConfigError(f"model {key}: unsupported option(s) {unknown}; "
                           f"accepted: {accepted or 'none'}")
     return cls(embedding_size=embedding_size, input_size=input_size, **fixed, **kwargs)
+
+
+def model_from_config(cfg: Any) -> nn.Module:
+    """A fresh backbone as a run config names it (``model``, ``embedding-size``, ``image-size``)."""
+    return get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

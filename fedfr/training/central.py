@@ -12,14 +12,14 @@ import torch
 
 from fedfr.evaluation.features import embed
 from fedfr.hard_negatives import mean_class_features
-from fedfr.models import get_model
+from fedfr.models import model_from_config
 from fedfr.training.pretrain import train_cosface
 
 
 def train_central(cfg, ws, backbone0: dict[str, torch.Tensor], phi0: torch.Tensor,
                   epochs: int | None = None) -> dict[str, torch.Tensor]:
     """Central CosFace on D_g u all clients' training images; returns the backbone state_dict."""
-    model = get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
+    model = model_from_config(cfg)
     model.load_state_dict(backbone0)
     pub_x, pub_y = ws.public()
     xs, ys, proxies = [pub_x], [pub_y], [phi0]

@@ -81,11 +81,11 @@ def load_or_pretrain(cfg, ws) -> tuple[dict[str, torch.Tensor], torch.Tensor, di
     pre-trained centrally on D_g with CosFace and saved there. Returns (backbone, phi, info)."""
     from fedfr.checkpoint import load_pretrained, save_pretrained
     from fedfr.errors import ConfigError
-    from fedfr.models import get_model
+    from fedfr.models import model_from_config
 
     path = pretrained_checkpoint_path(cfg, ws.split.digest())
     k_g = len(ws.split.public_identities)
-    model = get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
+    model = model_from_config(cfg)
     if path.exists():
         backbone, phi, meta = load_pretrained(path)
         if tuple(phi.shape) != (k_g, cfg.embedding_size):
@@ -101,7 +101,7 @@ def load_or_pretrain(cfg, ws) -> tuple[dict[str, torch.Tensor], torch.Tensor, di
     log.info("pre-training %s on D_g (%d identities) for %d epochs -> %s", cfg.model, k_g,
              cfg.pretrain_epochs, path)
     torch.manual_seed(cfg.seed)
-    model = get_model(cfg.model, embedding_size=cfg.embedding_size, input_size=cfg.image_size)
+    model = model_from_config(cfg)
     images, labels = ws.public()
     t0 = time.perf_counter()
     phi = train_cosface(model, images, labels, k_g, epochs=cfg.pretrain_epochs,

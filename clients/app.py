@@ -27,9 +27,7 @@ from flwr.clientapp import ClientApp
 from fedfr.client_state import ClientStateStore
 from fedfr.config import Config, resolve, resolve_path
 from fedfr.dfc import DFCHead
-from fedfr.evaluation.features import embed
-from fedfr.evaluation.protocols import personalized_protocol
-from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
+from fedfr.evaluation.run import embed_eval, personalized_metrics
 from fedfr.models import model_from_config
 from fedfr.runtime import configure_threads
 from fedfr.training.batches import seeded_generator
@@ -162,12 +160,9 @@ def evaluate(msg: Message, context: Context) -> Message:
         state = store.load_before(server_round + 1)
     out: dict[str, float] = {"num-examples": 1}
     for name, model, head in personal_models(cfg, backbone, state, names):
-        feats = {key: embed(model, imgs, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip,
-                            head=head)
-                 for key, imgs in (("test", data.test_images), ("train", data.train_images),
-                                   ("other", others))}
-        res = personalized_protocol(feats["test"], data.test_labels, feats["train"],
-                                    data.train_labels, feats["other"], fars=PERSONAL_FARS,
-                                    fpirs=PERSONAL_FPIRS)
-        out.update({f"{name}.{k}": float(v) for k, v in res.items()})
+        res = personalized_metrics(embed_eval(cfg, model, data.test_images, head),
+                                   data.test_labels,
+                                   embed_eval(cfg, model, data.train_images, head),
+                                   data.train_labels, embed_eval(cfg, model, others, head))
+        out.update({f"{name}.{k}": v for k, v in res.items()})
     return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)

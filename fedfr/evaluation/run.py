@@ -5,24 +5,39 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from fedfr.evaluation.features import embed
-from fedfr.evaluation.metrics import auto_levels
-from fedfr.evaluation.protocols import average_metrics, generic_protocol
+from fedfr.evaluation.metrics import auto_levels, level_key
+from fedfr.evaluation.protocols import average_metrics, generic_protocol, personalized_protocol
+from fedfr.models import model_from_config
 
 #: levels reported by the personalised protocol (those the data size cannot support are nan)
 PERSONAL_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 PERSONAL_FPIRS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
+def embed_eval(cfg, model: nn.Module, images: torch.Tensor,
+               head: nn.Module | None = None) -> torch.Tensor:
+    """Evaluation features (N, d), L2-normalised, with the config's batch size and flip rule."""
+    return embed(model, images, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip, head=head)
+
+
+def personalized_metrics(test_feats: torch.Tensor, test_labels: torch.Tensor,
+                         train_feats: torch.Tensor, train_labels: torch.Tensor,
+                         other_feats: torch.Tensor) -> dict[str, float]:
+    """One client's personalised protocol at the reported levels (PERSONAL_FARS / _FPIRS)."""
+    res = personalized_protocol(test_feats, test_labels, train_feats, train_labels, other_feats,
+                                fars=PERSONAL_FARS, fpirs=PERSONAL_FPIRS)
+    return {k: float(v) for k, v in res.items()}
+
+
 def evaluate_generic(cfg, ws, backbone: dict[str, torch.Tensor]) -> dict[str, float]:
     """Generic open-set protocol (held-out identities) with model Theta_g (a state_dict)."""
-    from fedfr.models import model_from_config
-
     model = model_from_config(cfg)
     model.load_state_dict(backbone)
     images, labels = ws.generic()
-    feats = embed(model, images, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
+    feats = embed_eval(cfg, model, images)
     return {k: float(v) for k, v in generic_protocol(feats, labels, seed=cfg.seed).items()}
 
 
@@ -57,37 +72,26 @@ def headline_levels(metrics: dict[str, float], prefix: str, negatives_key: str,
     good = auto_levels(int(n), candidates=tuple(sorted(levels)), count=count,
                        min_count=HEADLINE_MIN_NEGATIVES)
     if not good:
-        good = sorted(lv for lv in levels if not math.isnan(metrics.get(_key(prefix, lv), 0)))
+        good = sorted(lv for lv in levels
+                      if not math.isnan(metrics.get(level_key(prefix, lv), 0)))
         good = good[-count:]
-    return [_key(prefix, lv) for lv in good]
+    return [level_key(prefix, lv) for lv in good]
 
 
-def _key(prefix: str, level: float) -> str:
-    from fedfr.evaluation.metrics import level_key
-
-    return level_key(prefix, level)
-
-
-def evaluate_personalized_central(cfg, ws, backbone: dict[str, torch.Tensor],
-                                  fars=PERSONAL_FARS, fpirs=PERSONAL_FPIRS) -> dict[str, float]:
+def evaluate_personalized_central(cfg, ws, backbone: dict[str, torch.Tensor]) -> dict[str, float]:
     """The personalised protocol for one shared model (e.g. the central upper bound), every
-    client evaluated in this process and averaged over clients."""
-    from fedfr.evaluation.protocols import personalized_protocol
-    from fedfr.models import model_from_config
-
+    client evaluated in this process (each client's test images embedded once) and averaged."""
     model = model_from_config(cfg)
     model.load_state_dict(backbone)
-    per_client = []
     n = len(ws.split.clients)
-    test_feats = [embed(model, ws.client(c).test_images, batch_size=cfg.eval_batch_size,
-                        flip=cfg.eval_flip) for c in range(n)]
+    test_feats = [embed_eval(cfg, model, ws.client(c).test_images) for c in range(n)]
+    per_client = []
     for c in range(n):
         data = ws.client(c)
-        train = embed(model, data.train_images, batch_size=cfg.eval_batch_size, flip=cfg.eval_flip)
         others = torch.cat([test_feats[o] for o in range(n) if o != c])
-        per_client.append(personalized_protocol(test_feats[c], data.test_labels, train,
-                                                data.train_labels, others, fars=fars,
-                                                fpirs=fpirs))
+        per_client.append(personalized_metrics(test_feats[c], data.test_labels,
+                                                embed_eval(cfg, model, data.train_images),
+                                                data.train_labels, others))
     out = {k: float(v) for k, v in average_metrics(per_client).items()}
     out["num_clients"] = float(n)
     return out

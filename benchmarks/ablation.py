@@ -23,7 +23,7 @@ import pandas as pd
 
 from fedfr.config import resolve
 from fedfr.evaluation.run import evaluate_generic, evaluate_personalized_central
-from fedfr.report import table_columns
+from fedfr.report import results_table, table_columns
 from fedfr.runtime import configure_threads
 from fedfr.training.central import train_central
 from fedfr.training.pretrain import load_or_pretrain
@@ -88,18 +88,15 @@ def run(base: dict, out: Path, rows: list[str], central: bool) -> pd.DataFrame:
         records.append(rec)
     frame = pd.DataFrame(records)
     frame.to_csv(out / "ablation.csv", index=False)
-    md = ["| " + " | ".join(frame.columns) + " |",
-          "|---|" + "|".join("---:" for _ in frame.columns[1:]) + "|"]
-    for rec in records:
-        md.append("| " + " | ".join([rec["row"]] + [f"{v:.2f}" if isinstance(v, float) else
-                                                    str(v) for v in list(rec.values())[1:]]) + " |")
-    (out / "ablation.md").write_text("\n".join(md) + "\n")
+    md = results_table([(r["row"], r) for r in table_rows], first_column="row",
+                       extra=("seconds",))
+    (out / "ablation.md").write_text(md + "\n")
     cfg = resolve(base).with_clients(base["num-clients"])
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     first = out / rows[0] / "split.json" if rows else None
     if first and first.exists():
         shutil.copy(first, out / "split.json")
-    print("\n".join(md), flush=True)
+    print(md, flush=True)
     return frame
 
 

@@ -70,15 +70,18 @@ def table_columns(sample: dict[str, Any]) -> list[tuple[str, str, str]]:
     return cols
 
 
-def results_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """Markdown table of named result rows ({"generic": .., "personalized": ..}), in percent."""
+def results_table(rows: list[tuple[str, dict[str, Any]]], first_column: str = "model",
+                  extra: tuple[str, ...] = ()) -> str:
+    """Markdown table of named result rows ({"generic": .., "personalized": ..}), in percent;
+    ``extra`` names plain per-row values (e.g. "seconds") appended as the last columns."""
     sample = next((r for _, r in rows if r), {})
     cols = table_columns(sample)
-    header = "| model | " + " | ".join(c[2] for c in cols) + " |"
-    sep = "|---|" + "|".join("---:" for _ in cols) + "|"
+    header = f"| {first_column} | " + " | ".join([c[2] for c in cols] + list(extra)) + " |"
+    sep = "|---|" + "|".join("---:" for _ in range(len(cols) + len(extra))) + "|"
     lines = [header, sep]
     for name, res in rows:
         cells = [_pct((res.get(sec) or {}).get(key)) for sec, key, _ in cols]
+        cells += [f"{float(res[key]):.1f}" if key in res else "" for key in extra]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -131,6 +132,18 @@ def parse_run_config(text: str) -> dict[str, Any]:
         key, value = item.split("=", 1)
         out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
     return out
+
+
+def format_run_config(values: dict[str, Any]) -> str:
+    """dict -> Flower's ``--run-config`` text ('a=1 b="x" c=true'); inverse of parse_run_config
+    for values without spaces."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, str):
+            return json.dumps(v)
+        return str(v)
+    return " ".join(f"{k}={fmt(v)}" for k, v in values.items())
 
 
 def main(argv: list[str] | None = None) -> int:

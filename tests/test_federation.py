@@ -18,7 +18,7 @@ import torch
 from clients.app import app as client_app
 from fedfr.config import resolve
 from server.federation import run_federation
-from server.inprocess import InProcessGrid, run_inprocess
+from server.inprocess import InProcessGrid, format_run_config, run_inprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,8 +84,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_config: dict,
     ref = run_inprocess({**conf, "output-dir": str(ref_out)})
 
     out = tmp_path / "killed"
-    run_config = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower()}"
-                          for k, v in {**conf, "output-dir": str(out)}.items())
+    run_config = format_run_config({**conf, "output-dir": str(out)})
     cmd = [sys.executable, "-m", "server.inprocess", "--run-config", run_config]
     env = {**os.environ, "PYTHONPATH": str(ROOT),
            "FEDFR_NUM_THREADS": str(torch.get_num_threads())}  # same arithmetic as in-process
@@ -213,3 +212,10 @@ def test_corrupt_client_image_fails_that_client_only(tiny_config: dict, tmp_path
     for r in report["rounds"]:
         assert r["aggregated"] and r["num-replies"] == 2 and r["num-failures"] == 1
         assert Path(path).name in r["failures"][0]["reason"]
+
+
+def test_run_config_text_round_trip() -> None:
+    from server.inprocess import parse_run_config
+
+    values = {"lr": 0.4, "local-epochs": 3, "dfc": False, "data-root": "/abs/faces"}
+    assert parse_run_config(format_run_config(values)) == values

@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from server.inprocess import format_run_config
 from server.simulate import superlink_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _toml_items(conf: dict) -> str:
-    def fmt(v):
-        if isinstance(v, bool):
-            return str(v).lower()
-        if isinstance(v, str):
-            return json.dumps(v)
-        return str(v)
-    return " ".join(f"{k}={fmt(v)}" for k, v in conf.items())
 
 
 def test_flwr_run_simulation_writes_the_report_and_stops_its_superlink(
@@ -31,7 +22,7 @@ def test_flwr_run_simulation_writes_the_report_and_stops_its_superlink(
     home = tmp_path / "flwr-home"
     conf = {**tiny_config, "num-clients": 0}  # one client per SuperNode
     cmd = [sys.executable, "-m", "server.simulate", "--num-supernodes", "2", "--flwr-home",
-           str(home), "--run-config", _toml_items(conf)]
+           str(home), "--run-config", format_run_config(conf)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads((Path(tiny_config["output-dir"]) / "report.json").read_text())

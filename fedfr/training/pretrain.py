@@ -8,9 +8,13 @@ import time
 import torch
 from torch import nn
 
+from fedfr.checkpoint import digest_of, load_pretrained, save_pretrained
+from fedfr.config import resolve_path
+from fedfr.errors import ConfigError
 from fedfr.evaluation.features import embed
 from fedfr.hard_negatives import mean_class_features
 from fedfr.losses import cosface_loss
+from fedfr.models import model_from_config
 from fedfr.training.batches import augment, batch_indices, seeded_generator
 
 log = logging.getLogger(__name__)
@@ -62,9 +66,6 @@ def train_cosface(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 def pretrained_checkpoint_path(cfg, split_digest: str):
     """Where Theta_g^0 / Phi_g^0 live: ``pretrained-path`` or the cache, keyed by digest."""
-    from fedfr.checkpoint import digest_of
-    from fedfr.config import resolve_path
-
     if cfg.pretrained_path:
         return resolve_path(cfg.pretrained_path)
     key = digest_of({
@@ -79,13 +80,8 @@ def pretrained_checkpoint_path(cfg, split_digest: str):
 def load_or_pretrain(cfg, ws) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict]:
     """Theta_g^0 (state_dict) and Phi_g^0 (K_g, d): loaded if the checkpoint exists, else
     pre-trained centrally on D_g with CosFace and saved there. Returns (backbone, phi, info)."""
-    from fedfr.checkpoint import load_pretrained, save_pretrained
-    from fedfr.errors import ConfigError
-    from fedfr.models import model_from_config
-
     path = pretrained_checkpoint_path(cfg, ws.split.digest())
     k_g = len(ws.split.public_identities)
-    model = model_from_config(cfg)
     if path.exists():
         backbone, phi, meta = load_pretrained(path)
         if tuple(phi.shape) != (k_g, cfg.embedding_size):
@@ -93,7 +89,7 @@ def load_or_pretrain(cfg, ws) -> tuple[dict[str, torch.Tensor], torch.Tensor, di
                               f"K_g={k_g} public identities and embedding-size "
                               f"{cfg.embedding_size}")
         try:
-            model.load_state_dict(backbone)
+            model_from_config(cfg).load_state_dict(backbone)
         except RuntimeError as e:
             raise ConfigError(f"{path}: backbone does not fit model '{cfg.model}': {e}") from e
         log.info("loaded pre-trained model from %s", path)

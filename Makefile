@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements/lock.txt
+LATEST := .venv-latest
 OUT    ?= $(CURDIR)/outputs/demo
 CACHE  ?= $(CURDIR)/cache
 NODES  ?= 4
@@ -10,14 +12,36 @@ RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: install demo demo-orl ablation personalization hn-sweep ids-per-client split federation \
-	eval-scale pruning bench-speed bench-speed-quick test test-slow test-all lint clean
+	eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+# Installs exactly the lock (every package, transitive ones included), then fedfr itself.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+## lock: re-resolve requirements/lock.txt to the newest versions pyproject.toml allows (uv, which
+## comes with Flower), keeping torch + torchvision at the pair in requirements/constraints.txt
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements/constraints.txt \
+	  --python-version 3.11 --universal --upgrade --no-header --quiet -o $(LOCK).new
+	(sed -n '1,/^$$/p' $(LOCK); cat $(LOCK).new) > $(LOCK).tmp && rm $(LOCK).new && mv $(LOCK).tmp $(LOCK)
+	@git diff --stat -- $(LOCK) 2>/dev/null || true
+	@echo "lock refreshed: now run make test-all, and commit $(LOCK) if it passes"
+
+## test-latest: the fast suite on the newest versions pyproject.toml allows, in a scratch venv
+## (finds drift on purpose; prints what differs from the lock)
+test-latest:
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip freeze --all --exclude-editable > $(LATEST)/versions.txt
+	@echo "versions that differ from $(LOCK):"; \
+	  $(LATEST)/bin/python scripts/lock_drift.py $(LOCK) $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
 
 ## demo: the default FedFR federation (synthetic faces, 4 clients) through `flwr run`
 demo: $(STAMP)

@@ -1,4 +1,4 @@
-"""A fix for a quadratic cost in Flower 1.41's simulation engine, applied when our apps load.
+"""A fix for a quadratic cost in Flower's simulation engine, applied when our apps load.
 
 The simulation engine hands messages to its Ray actors from a thread that, every 0.1 s, asks the
 in-memory LinkState for the next message of *each* of the N simulated nodes
@@ -17,8 +17,11 @@ Messages past their TTL, whoever they are for, are found by the same cheap pass 
 difference: the original stops checking at the ``limit``-th match, so it may delete an expired
 message one poll later.)
 
-``apply()`` installs it when the installed Flower is 1.41.x and the original method is the one
-this was written against (checked by its source); otherwise it does nothing. ``server.app``
+``apply()`` installs it when the method it replaces has the source this was written against
+(sha256 of ``inspect.getsource``), whatever Flower's version string says; when the source differs
+it logs one warning line and stays off, so a Flower that changed the method runs unpatched, never
+with a replacement written for other code. Checked: Flower 1.41.0 and 1.42.0 ship the same method
+(digest ``6547c8dcbc62e12f``), so the fix applies on both. ``server.app``
 calls it when Flower loads the ServerApp in the simulation process (a class attribute: every
 later lookup of the engine's thread uses it). ``FEDFR_PATCH_FLOWER=0`` disables it (the
 benchmarks' "before" runs).
@@ -33,7 +36,7 @@ import os
 
 log = logging.getLogger(__name__)
 
-#: sha256 (first 16 hex) of the source of the method replaced, in Flower 1.41.0
+#: sha256 (first 16 hex) of the source of the method replaced (Flower 1.41.0 and 1.42.0)
 _EXPECTED = {"get_message_ins": "6547c8dcbc62e12f"}
 _applied = False
 try:  # the method as Flower ships it (kept for tests and to undo)
@@ -91,19 +94,18 @@ def apply() -> bool:
     if os.environ.get("FEDFR_PATCH_FLOWER", "1") == "0":
         return False
     try:
-        import flwr
         from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
     except ImportError:
         return False
     original = InMemoryLinkState.get_message_ins
-    if not str(getattr(flwr, "__version__", "")).startswith("1.41."):
-        return False
     try:
         digest = _source_digest(original)
     except (OSError, TypeError):
-        return False
+        digest = "unreadable"
     if digest != _EXPECTED["get_message_ins"]:
-        log.debug("Flower's get_message_ins changed (%s): not patched", digest)
+        log.warning("server/flower_patches: InMemoryLinkState.get_message_ins has source %s, not "
+                    "the %s it was written against: Flower's own method is kept (unpatched)",
+                    digest, _EXPECTED["get_message_ins"])
         return False
     InMemoryLinkState.get_message_ins = fast_get_message_ins
     _applied = True

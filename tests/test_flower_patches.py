@@ -62,12 +62,35 @@ def test_same_messages_delivered_as_flowers_lookup() -> None:
         assert b.checks < a.checks  # the point: far fewer checks
 
 
-def test_apply_only_on_the_known_flower_method(monkeypatch) -> None:
+def test_installed_flower_has_the_method_the_fix_was_written_for() -> None:
+    """The locked Flower must carry the exact method replaced; on a newer Flower this fails on
+    purpose (``make test-latest``), since there the fix stays off and the speed-up is lost."""
+    assert flower_patches._source_digest(ORIGINAL) == flower_patches._EXPECTED["get_message_ins"]
+
+
+def test_apply_on_the_known_method_whatever_the_version(monkeypatch) -> None:
+    import flwr
+
     monkeypatch.setattr(InMemoryLinkState, "get_message_ins", ORIGINAL)  # undone at teardown
     monkeypatch.setattr(flower_patches, "_applied", False)
+    monkeypatch.setattr(flwr, "__version__", "9.99.0")  # the version string plays no part
     monkeypatch.setenv("FEDFR_PATCH_FLOWER", "0")
     assert flower_patches.apply() is False
     assert InMemoryLinkState.__dict__["get_message_ins"] is ORIGINAL
     monkeypatch.delenv("FEDFR_PATCH_FLOWER")
     assert flower_patches.apply() is True
     assert InMemoryLinkState.get_message_ins is flower_patches.fast_get_message_ins
+
+
+def test_changed_method_stays_unpatched_with_one_log_line(monkeypatch, caplog) -> None:
+    def get_message_ins(self, node_id, limit, *, run_id=None):  # a "new Flower" method
+        return ORIGINAL(self, node_id, limit, run_id=run_id)
+
+    monkeypatch.setattr(InMemoryLinkState, "get_message_ins", get_message_ins)
+    monkeypatch.setattr(flower_patches, "_applied", False)
+    monkeypatch.delenv("FEDFR_PATCH_FLOWER", raising=False)
+    with caplog.at_level("WARNING", logger=flower_patches.__name__):
+        assert flower_patches.apply() is False
+    assert InMemoryLinkState.__dict__["get_message_ins"] is get_message_ins
+    lines = [r for r in caplog.records if r.name == flower_patches.__name__]
+    assert len(lines) == 1 and "unpatched" in lines[0].getMessage()

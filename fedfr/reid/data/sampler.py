@@ -9,8 +9,9 @@ overrides).
 
 Epoch length (``epoch=``):
 - ``"images"`` (default; torchreid's ``RandomIdentitySampler`` and BoT): each identity's images
-  are shuffled and cut into groups of K (the last short group topped up from that identity's
-  images; an identity with n < K images gives one group). Batches take P distinct identities
+  are shuffled and cut into groups of K (the last short group topped up with that identity's
+  other images, so a group never repeats an image when n >= K; an identity with n < K images
+  gives one group, its images plus repeats). Batches take P distinct identities
   that still have groups, chosen at random, one group each, until fewer than P identities have
   groups left. One epoch therefore covers about every image once.
 - ``"identities"`` (the thesis's STE-NVAN code): every identity appears exactly once per epoch;
@@ -79,9 +80,11 @@ class PKSampler(Sampler[int]):
             idx = rng.permutation(self.index[y]).tolist()
             if len(idx) < self.k:
                 idx += rng.choice(self.index[y], size=self.k - len(idx)).tolist()
-            elif len(idx) % self.k:
-                extra = self.k - len(idx) % self.k
-                idx += rng.choice(self.index[y], size=extra, replace=False).tolist()
+            elif len(idx) % self.k:  # top the short last group up with other images of y
+                short = set(idx[len(idx) - len(idx) % self.k:])
+                others = np.asarray([i for i in self.index[y] if i not in short])
+                extra = self.k - len(short)
+                idx += rng.choice(others, size=extra, replace=False).tolist()
             chunks[y] = [idx[j:j + self.k] for j in range(0, len(idx), self.k)]
         out = []
         alive = [y for y in self.ids if chunks[y]]

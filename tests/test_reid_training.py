@@ -302,3 +302,16 @@ def test_union_train_set_and_train_reid(tmp_path):
     assert clf.num_classes == 5 and stats["steps"] >= 1
     feats, pids, cams = extract_features(model, a, build_transform(SMALL), batch_size=5)
     assert feats.shape == (12, 192) and pids.tolist() == [r.pid for r in a]
+
+
+def test_random_erasing_per_channel_fill_as_bot():
+    x = torch.full((50, 3, 32, 16), 9.0)
+    out = random_erasing(x, 1.0, (0.02, 0.4), (0.3, 1 / 0.3), (0.485, 0.456, 0.406),
+                         torch.Generator().manual_seed(0))
+    erased = out[:, 0] != 9.0
+    assert erased.flatten(1).any(1).all()  # p = 1: every image has a rectangle
+    for c, v in enumerate((0.485, 0.456, 0.406)):
+        assert torch.equal(out[:, c] != 9.0, erased)
+        assert torch.allclose(out[:, c][erased], torch.tensor(v))
+    with pytest.raises(ValueError, match="3 channel values"):
+        random_erasing(x, 1.0, (0.02, 0.4), (0.3, 3.3), (0.5, 0.5), None)

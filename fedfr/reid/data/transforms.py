@@ -34,7 +34,8 @@ class ReidTransformConfig:
     flip: probability of a horizontal flip; pad: padding (pixels) before the random crop (0 = no
     pad-crop); erasing: random-erasing probability; erase_area / erase_ratio: the erased
     rectangle's share of the image and its aspect-ratio range (h / w); erase_value: the fill in
-    normalised space (0 = the mean colour); normalize: ImageNet mean / std (else [0, 1]).
+    normalised space, one value or one per channel (0 = the ImageNet mean colour; BoT writes
+    (0.485, 0.456, 0.406) here); normalize: ImageNet mean / std (else [0, 1]).
     """
 
     height: int = 256
@@ -44,7 +45,7 @@ class ReidTransformConfig:
     erasing: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.4)
     erase_ratio: tuple[float, float] = (0.3, 1 / 0.3)
-    erase_value: float = 0.0
+    erase_value: float | tuple[float, float, float] = 0.0
     normalize: bool = True
 
     def __post_init__(self) -> None:
@@ -110,16 +111,23 @@ def normalize(x_u8: Tensor, enabled: bool = True) -> Tensor:
 
 
 def random_erasing(x: Tensor, p: float, area: tuple[float, float], ratio: tuple[float, float],
-                   value: float, generator: torch.Generator | None,
+                   value: float | tuple[float, ...], generator: torch.Generator | None,
                    attempts: int = 100) -> Tensor:
     """Random erasing (Zhong et al. 2020, BoT's version), in place on a float (B, C, H, W).
 
     With probability p per image: up to ``attempts`` draws of a target area U(area) * H * W and
     an aspect ratio r ~ U(ratio); the first rectangle h = round(sqrt(A r)), w = round(sqrt(A / r))
-    that fits strictly inside the image is filled with ``value`` at a uniform position.
+    that fits strictly inside the image is filled with ``value`` (a number, or one per channel)
+    at a uniform position.
     """
     if p <= 0:
         return x
+    if isinstance(value, (tuple, list)):
+        if len(value) != x.shape[1]:
+            raise ValueError(f"erase value: expected {x.shape[1]} channel values, got {value!r}")
+        fill: float | Tensor = torch.tensor(value, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    else:
+        fill = float(value)
     b, _, h_img, w_img = x.shape
     chosen = (torch.rand(b, generator=generator) < p).tolist()
     for i in range(b):
@@ -134,7 +142,7 @@ def random_erasing(x: Tensor, p: float, area: tuple[float, float], ratio: tuple[
             if 0 < h < h_img and 0 < w < w_img:
                 y0 = int(torch.randint(0, h_img - h + 1, (1,), generator=generator))
                 x0 = int(torch.randint(0, w_img - w + 1, (1,), generator=generator))
-                x[i, :, y0:y0 + h, x0:x0 + w] = value
+                x[i, :, y0:y0 + h, x0:x0 + w] = fill
                 break
     return x
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torchvision.models import resnet18
 
+from benchmarks import reid_models
 from fedfr.errors import ConfigError, DataFormatError
 from fedfr.pruning.counting import count_resources
 from fedfr.reid.models import (
@@ -155,3 +158,12 @@ def test_channels_last_same_output():
         assert m.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
         out = m(x)[1]
     assert torch.allclose(ref, out, atol=1e-4)
+
+
+def test_reid_models_benchmark_smoke(tmp_path):
+    reid_models.main(["--out", str(tmp_path), "--models", "small_reid", "--batch", "8",
+                      "--input", "32x16", "--repeats", "1", "--reps", "1"])
+    rows = json.loads((tmp_path / "reid_models.json").read_text())
+    assert rows[0]["params"] == 684_544 and rows[0]["infer img/s nchw"] > 0
+    assert rows[0]["train CL/NCHW"] > 0
+    assert "| small_reid | 684,544 |" in (tmp_path / "reid_models.md").read_text()

@@ -315,3 +315,25 @@ def test_random_erasing_per_channel_fill_as_bot():
         assert torch.allclose(out[:, c][erased], torch.tensor(v))
     with pytest.raises(ValueError, match="3 channel values"):
         random_erasing(x, 1.0, (0.02, 0.4), (0.3, 3.3), (0.5, 0.5), None)
+
+
+def test_config_from_mapping():
+    cfg = ReidTrainConfig.from_mapping({"triplet": "hinge", "warmup-epochs": 0, "height": 128,
+                                        "width": 64, "erasing": 0.0, "milestones": [5, 9]})
+    assert cfg.triplet == "hinge" and cfg.warmup_epochs == 0 and cfg.milestones == (5, 9)
+    assert (cfg.transform.height, cfg.transform.width, cfg.transform.erasing) == (128, 64, 0.0)
+    assert cfg.transform.pad == 10 and cfg.p == 16
+    with pytest.raises(ConfigError, match="unknown key.*'lr-decay'"):
+        ReidTrainConfig.from_mapping({"lr-decay": 0.1})
+
+
+def test_extract_features_flip_and_normalize(tmp_path):
+    recs = write_identity_images(tmp_path, num_ids=2, per_id=2)
+    m = build_reid_model("small_reid")
+    t = build_transform(SMALL)
+    plain, _, _ = extract_features(m, recs, t, batch_size=3)
+    flipped, _, _ = extract_features(m, recs, t, batch_size=3, flip=True, normalize=True)
+    x = torch.stack([t(load_image(r.path)) for r in recs])
+    ref = torch.nn.functional.normalize(m.embed(x) + m.embed(x.flip(-1)), dim=1)
+    assert torch.allclose(plain, m.embed(x), atol=1e-5)
+    assert torch.allclose(flipped, ref, atol=1e-5)

@@ -20,7 +20,7 @@ import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -100,6 +100,31 @@ class ReidTrainConfig:
             raise ConfigError(f"reid training label_smoothing: expected [0, 1), "
                               f"got {self.label_smoothing!r}")
         self.milestones = tuple(sorted(int(m) for m in self.milestones))
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> ReidTrainConfig:
+        """A config from plain keys (``-`` or ``_``): this class's fields, plus the transform's
+        (height, width, flip, pad, erasing, erase-area, erase-ratio, erase-value, normalize).
+        Unknown keys raise ConfigError naming them."""
+        own = {f.name for f in fields(cls)} - {"transform"}
+        tr = {f.name for f in fields(ReidTransformConfig)}
+        mine: dict[str, Any] = {}
+        trans: dict[str, Any] = {}
+        unknown = []
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name in own:
+                mine[name] = value
+            elif name in tr:
+                trans[name] = tuple(value) if isinstance(value, list) else value
+            else:
+                unknown.append(key)
+        if unknown:
+            raise ConfigError(f"reid training: unknown key(s) {sorted(unknown)}; accepted: "
+                              f"{sorted(own | tr)}")
+        if "milestones" in mine:
+            mine["milestones"] = tuple(mine["milestones"])
+        return cls(transform=ReidTransformConfig(**trans), **mine)
 
     def lr_factor(self, epoch: int) -> float:
         """The lr multiple at 0-based ``epoch``: BoT's warm-up times the step decay."""
@@ -286,9 +311,11 @@ def train_reid(splits: ReidSplit | Sequence[ReidSplit], cfg: ReidTrainConfig, *,
     records, labels = union_train_set(splits)
     if not records:
         raise ConfigError(f"train_reid: no training images in {[s.name for s in splits]}")
-    torch.manual_seed(seed)  # the fresh model's and classifier's initial weights
-    net = model if model is not None else build_reid_model(model_name, **(model_kwargs or {}))
-    classifier = IdentityClassifier(net.feature_dim, max(labels) + 1)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+        torch.manual_seed(seed)
+        net = model if model is not None else build_reid_model(model_name,
+                                                               **(model_kwargs or {}))
+        classifier = IdentityClassifier(net.feature_dim, max(labels) + 1)
     stats = train_epochs(net, classifier, records, labels, cfg, epochs=epochs, device=device,
                          generator=torch.Generator().manual_seed(seed))
     return net, classifier, stats
@@ -298,16 +325,24 @@ def train_reid(splits: ReidSplit | Sequence[ReidSplit], cfg: ReidTrainConfig, *,
 def extract_features(model: ReidNet, records: Sequence[ReidImage],
                      transform: Callable[[Any], Tensor], batch_size: int = 128, *,
                      device: str | torch.device = "cpu", normalize: bool = False,
-                     feature: str = "after", num_workers: int = 0
+                     feature: str = "after", flip: bool = False, num_workers: int = 0
                      ) -> tuple[Tensor, Tensor, Tensor]:
     """Test features of ``records``, in order: (features (N, D) float32 on the CPU, pids (N,),
     camids (N,)). transform: PIL -> float (3, H, W), e.g. ``build_transform(cfg)``; feature:
-    "after" (f_bn, the default) or "before" (f); normalize: L2-normalise the features."""
+    "after" (f_bn, the default) or "before" (f); flip: add the feature of the mirrored image
+    (FedReID's test-time flip; off by default, as in the thesis and BoT); normalize:
+    L2-normalise the (summed) features."""
     ds = ReidImageDataset(records, transform)
     model.to(device)
     feats: list[Tensor] = []
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for x, _, _ in loader:
-        feats.append(model.embed(x.to(device), normalize=normalize, feature=feature).float().cpu())
+        x = x.to(device)
+        out = model.embed(x, feature=feature).float()
+        if flip:
+            out = out + model.embed(x.flip(-1), feature=feature).float()
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=1)
+        feats.append(out.cpu())
     out = torch.cat(feats) if feats else torch.empty(0, model.feature_dim)
     return out, ds.pids, ds.camids

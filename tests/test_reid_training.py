@@ -337,3 +337,15 @@ def test_extract_features_flip_and_normalize(tmp_path):
     ref = torch.nn.functional.normalize(m.embed(x) + m.embed(x.flip(-1)), dim=1)
     assert torch.allclose(plain, m.embed(x), atol=1e-5)
     assert torch.allclose(flipped, ref, atol=1e-5)
+
+
+def test_training_with_bfloat16_autocast_on_cpu(tmp_path):
+    recs = write_identity_images(tmp_path, num_ids=4, per_id=4)
+    torch.manual_seed(0)
+    m = build_reid_model("small_reid")
+    c = IdentityClassifier(m.feature_dim, 4)
+    before = m.backbone.stem[0].weight.detach().clone()
+    stats = train_epochs(m, c, recs, [r.pid - 1 for r in recs], _cfg(amp=True), epochs=2)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in stats["history"])
+    assert not torch.equal(before, m.backbone.stem[0].weight)
+    assert m.backbone.stem[0].weight.dtype == torch.float32

@@ -53,7 +53,9 @@ class ReidTrainConfig:
     metric; warmup: linear from ``warmup_factor`` x lr to lr over ``warmup_epochs`` epochs;
     milestones / gamma: step decay (epochs, 0-based); classifier_lr_factor: the classifier's lr
     multiple (1 for BoT; SGD recipes such as FedReID's use 10); num_workers: DataLoader workers
-    (0: load in this process); cache_images: keep decoded, resized uint8 images in memory.
+    (0: load in this process); cache_images: keep decoded, resized uint8 images in memory;
+    channels_last: NHWC convolutions; amp: mixed precision for the net's forward (float16 with a
+    gradient scaler on CUDA, bfloat16 on the CPU), losses in float32.
     """
 
     transform: ReidTransformConfig = field(default_factory=ReidTransformConfig)
@@ -79,6 +81,7 @@ class ReidTrainConfig:
     num_workers: int = 0
     cache_images: bool = True
     channels_last: bool = False
+    amp: bool = False
 
     def __post_init__(self) -> None:
         checks = (("optimizer", OPTIMIZERS), ("triplet", TRIPLETS), ("distance", DISTANCES),
@@ -223,6 +226,9 @@ def train_epochs(model: ReidNet, classifier: IdentityClassifier,
         model.use_channels_last(True)
     opt = optimizer if optimizer is not None else build_optimizer(model, classifier, cfg)
     margin = None if cfg.triplet == "soft" else cfg.margin
+    dev_type = torch.device(device).type
+    amp_dtype = torch.float16 if dev_type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(dev_type, enabled=cfg.amp and dev_type == "cuda")
     model.train()
     classifier.train()
     history: list[dict[str, float]] = []
@@ -231,14 +237,16 @@ def train_epochs(model: ReidNet, classifier: IdentityClassifier,
     for e in range(start_epoch, start_epoch + epochs):
         lr = _set_lr(opt, cfg, e)
         sampler.set_epoch(e)
-        sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0, "extra": 0.0, "correct": 0.0}
+        sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss ce tri extra correct
         seen = 0
         t0 = time.perf_counter()
         for idx, x_u8 in _batches(ds, sampler.batches(), cfg.num_workers):
             y = y_all[idx].to(device)
             x = train_batch(x_u8, cfg.transform, generator).to(device)
-            f, f_bn = model(x)
-            logits = classifier(f_bn)
+            with torch.autocast(dev_type, dtype=amp_dtype, enabled=cfg.amp):
+                f, f_bn = model(x)
+                logits = classifier(f_bn)
+            f, f_bn, logits = f.float(), f_bn.float(), logits.float()
             ce = label_smoothing_ce(logits, y, cfg.label_smoothing)
             loss = cfg.ce_weight * ce
             tri = torch.zeros((), device=f.device)
@@ -250,20 +258,20 @@ def train_epochs(model: ReidNet, classifier: IdentityClassifier,
                 extra = extra_loss(model, x, f, f_bn, y)
                 loss = loss + extra
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             b = len(idx)
-            sums["loss"] += loss.item() * b
-            sums["ce"] += ce.item() * b
-            sums["triplet"] += tri.item() * b
-            sums["extra"] += extra.item() * b
-            sums["correct"] += (logits.argmax(1) == y).sum().item()
+            with torch.no_grad():  # summed on the device: no host sync per step
+                sums += torch.stack([loss.detach() * b, ce.detach() * b, tri.detach() * b,
+                                     extra.detach() * b,
+                                     (logits.argmax(1) == y).sum()]).to(sums.dtype)
             seen += b
             steps += 1
         images += seen
-        row = {k: v / max(seen, 1) for k, v in sums.items() if k != "correct"}
-        row.update(epoch=e, lr=lr, accuracy=sums["correct"] / max(seen, 1), images=seen,
-                   seconds=time.perf_counter() - t0)
+        means = (sums / max(seen, 1)).tolist()
+        row = dict(zip(("loss", "ce", "triplet", "extra", "accuracy"), means, strict=True))
+        row.update(epoch=e, lr=lr, images=seen, seconds=time.perf_counter() - t0)
         history.append(row)
         log.info("reid epoch %d: loss %.4f (ce %.4f, triplet %.4f), acc %.3f, lr %.2e, %.1f s",
                  e + 1, row["loss"], row["ce"], row["triplet"], row["accuracy"], lr,

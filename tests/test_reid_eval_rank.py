@@ -71,6 +71,8 @@ def test_matches_brute_force_with_ties(seed):
     dist, qp, gp, qc, gc = random_case(rng, nq, ng, int(rng.integers(1, 9)),
                                        int(rng.integers(2, 5)), levels)
     cmc, m_non, m_trap, minp, invalid = brute_force(dist, qp, gp, qc, gc, 10)
+    if m_non is not None:
+        assert m_trap <= m_non + 1e-15  # the trapezoid never exceeds the non-interpolated AP
     for ap, want in (("noninterp", m_non), ("trapezoid", m_trap)):
         for chunk in (1, 7, 512):
             r = evaluate_rank(dist, qp, gp, qc, gc, max_rank=10, ap=ap, chunk=chunk)

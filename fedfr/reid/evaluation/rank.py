@@ -42,7 +42,7 @@ AP_CONVENTIONS = ("noninterp", "trapezoid")
 #: The AP convention used unless a caller names another (see docs/reid-evaluation.md).
 DEFAULT_AP = "noninterp"
 METRICS = ("euclidean", "cosine")
-DEFAULT_CHUNK = 512
+DEFAULT_CHUNK = 256
 
 
 @dataclass
@@ -298,7 +298,7 @@ def features_to_rank(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any, 
     """CMC / mAP / mINP straight from (Q, D) query and (G, D) gallery features.
 
     Distances are computed ``chunk`` queries at a time (one matrix product each) and ranked
-    right away, so the full (Q, G) matrix never exists: peak extra memory ~ 30 bytes x chunk x G.
+    right away, so the full (Q, G) matrix never exists: peak extra memory ~ 40 bytes x chunk x G.
     Runs on the features' device (CPU or GPU).
     """
     _check_options(ap, max_rank)

@@ -283,7 +283,7 @@ def _items(features: Any, name: str, normalize: bool, metric: str) -> torch.Tens
 
 
 def re_ranking(qf: Any, gf: Any, *, k1: int = K1, k2: int = K2, lambda_value: float = LAMBDA,
-               metric: str = "euclidean", normalize: bool = False, chunk: int = 512
+               metric: str = "euclidean", normalize: bool = False, chunk: int = 256
                ) -> torch.Tensor:
     """k-reciprocal re-ranked (Q, G) distances from (Q, D) query and (G, D) gallery features.
 
@@ -308,7 +308,7 @@ def re_ranking(qf: Any, gf: Any, *, k1: int = K1, k2: int = K2, lambda_value: fl
 
 
 def kreciprocal_jaccard(features: Any, *, k1: int = K1, k2: int = K2,
-                        metric: str = "euclidean", normalize: bool = False, chunk: int = 512,
+                        metric: str = "euclidean", normalize: bool = False, chunk: int = 256,
                         sparse: bool = False) -> torch.Tensor:
     """k-reciprocal Jaccard distance among one set of (N, D) features (for clustering).
 

@@ -13,6 +13,7 @@ from fedfr.reid.evaluation.rerank import (
     kreciprocal_jaccard,
     re_ranking,
     re_ranking_dense,
+    reranked_rank,
 )
 
 
@@ -100,3 +101,17 @@ def test_options_are_checked():
         kreciprocal_jaccard(np.zeros((2, 2)), k1=0)
     with pytest.raises(ValueError, match="qf has 2 dims, gf has 3"):
         re_ranking(torch.zeros(2, 2), torch.zeros(3, 3))
+
+
+def test_reranked_rank_equals_ranking_the_reranked_matrix():
+    rng = np.random.default_rng(9)
+    x, labels = clustered(rng, 300, 15, 12, 3.0)
+    cams = rng.integers(0, 3, 300)
+    q, g = slice(0, 80), slice(80, 300)
+    lab = (labels[q], labels[g], cams[q], cams[g])
+    for ap in ("noninterp", "trapezoid"):
+        want = evaluate_rank(re_ranking(x[q], x[g], k1=10, k2=4), *lab, ap=ap)
+        got = reranked_rank(x[q], x[g], *lab, k1=10, k2=4, chunk=17, ap=ap)
+        np.testing.assert_allclose(got.cmc, want.cmc)
+        assert got.mAP == pytest.approx(want.mAP, abs=1e-12) and got.ap_convention == ap
+        assert got.mINP == pytest.approx(want.mINP, abs=1e-12)

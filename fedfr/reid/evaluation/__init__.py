@@ -17,6 +17,7 @@ from fedfr.reid.evaluation.rerank import (
     kreciprocal_jaccard,
     re_ranking,
     re_ranking_dense,
+    reranked_rank,
 )
 from fedfr.reid.evaluation.single_shot import (
     SingleShotSplit,
@@ -44,5 +45,6 @@ __all__ = [
     "random_single_shot_splits",
     "re_ranking",
     "re_ranking_dense",
+    "reranked_rank",
     "summarise_splits",
 ]

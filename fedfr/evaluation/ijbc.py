@@ -87,7 +87,8 @@ def _need(path: Path, what: str) -> Path:
 def _read_table(path: Path, ncols: int, what: str) -> pd.DataFrame:
     """Whitespace-separated table without header; error naming the file if malformed."""
     try:
-        df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c")
+        df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c",
+                         keep_default_na=False)  # a short line's missing fields read as ""
     except pd.errors.EmptyDataError as e:
         raise DataFormatError(f"{path}: empty file, expected lines of {what}") from e
     except Exception as e:  # noqa: BLE001 - pandas raises several parser errors
@@ -95,10 +96,10 @@ def _read_table(path: Path, ncols: int, what: str) -> pd.DataFrame:
     if df.shape[1] != ncols:
         raise DataFormatError(f"{path}: expected {ncols} columns per line ({what}), "
                               f"found {df.shape[1]}")
-    short = df.isna().any(axis=1).to_numpy()
-    if short.any():  # pandas pads a short line with nan
+    short = (df == "").any(axis=1).to_numpy()
+    if short.any():
         r = int(np.flatnonzero(short)[0])
-        n = int(df.iloc[r].notna().sum())
+        n = int((df.iloc[r] != "").sum())
         raise DataFormatError(f"{path}: line {_line_number(path, r)}: {n} fields, expected "
                               f"{ncols} ({what})")
     return df

@@ -34,7 +34,12 @@ import numpy as np
 
 from fedfr.errors import DataFormatError
 from fedfr.reid.data.files import (
-    check_split_id, lazy_import, list_files, need_dir, need_file, parse_name,
+    check_split_id,
+    lazy_import,
+    list_files,
+    need_dir,
+    need_file,
+    parse_name,
 )
 from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.registry import register_dataset
@@ -57,7 +62,8 @@ def _open_h5(mat_path: Path):
     try:
         return h5py.File(mat_path, "r")
     except OSError as exc:
-        raise DataFormatError(f"{mat_path}: not a readable HDF5 / MATLAB v7.3 file ({exc})") from exc
+        raise DataFormatError(
+            f"{mat_path}: not a readable HDF5 / MATLAB v7.3 file ({exc})") from exc
 
 
 def extract_images(mat_path: Path, kind: str, out_dir: Path) -> Path:
@@ -126,7 +132,7 @@ def _new_protocol(ds: Path, kind: str, img_dir: Path) -> tuple[list, list, list]
         names = [str(np.ravel(x)[0]) for x in cfg["filelist"].ravel()]
         labels = cfg["labels"].ravel().astype(int)
         parts = {k: cfg[f"{k}_idx"].ravel().astype(int) - 1 for k in ("train", "query", "gallery")}
-    except (KeyError, IndexError, ValueError, OSError) as exc:
+    except Exception as exc:  # scipy raises its own MatReadError too
         raise DataFormatError(f"{path}: expected filelist, labels, train_idx, query_idx, "
                               f"gallery_idx ({type(exc).__name__}: {exc})") from exc
     if len(labels) != len(names):

@@ -24,7 +24,13 @@ import numpy as np
 
 from fedfr.errors import DataFormatError
 from fedfr.reid.data.files import (
-    check_range, check_split_id, lazy_import, list_files, need_dir, need_file, parse_name,
+    check_range,
+    check_split_id,
+    lazy_import,
+    list_files,
+    need_dir,
+    need_file,
+    parse_name,
 )
 from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.registry import register_dataset
@@ -41,7 +47,7 @@ def _train_ids(mat_path: Path, split_id: int) -> set[int]:
         if len(cells) < split_id + 1:
             raise IndexError(f"{len(cells)} partitions")
         ids = np.asarray(cells[split_id][0][0][2][0]).astype(int).tolist()
-    except (KeyError, IndexError, TypeError, ValueError, OSError) as exc:
+    except Exception as exc:  # scipy raises its own MatReadError too
         raise DataFormatError(
             f"{mat_path}: expected 'trainIdxAll', a 1x{NUM_SPLITS} cell of structs whose third "
             f"field lists the training person numbers ({type(exc).__name__}: {exc})") from exc

@@ -54,7 +54,7 @@ def read_ilids(root: Path, split_id: int = 0, seed: int = 0) -> ReidSplit:
         picks = [rng.choice(len(by_pid[pids[i]]), 2, replace=False) for i in order[num_train:]]
     train = [r for i in sorted(order[:num_train]) for r in by_pid[pids[i]]]
     query, gallery = [], []
-    for i, (q, g) in sorted(zip(order[num_train:], picks), key=lambda t: t[0]):
+    for i, (q, g) in sorted(zip(order[num_train:], picks, strict=True), key=lambda t: t[0]):
         query.append(by_pid[pids[i]][q])
         gallery.append(by_pid[pids[i]][g])
     meta = {"split_id": split_id, "seed": seed, "protocol": "single-shot",

@@ -64,7 +64,8 @@ def locate(root: Path, dataset_dir: str, inner: str) -> tuple[Path, str]:
             return path, kind
     tried = ", ".join(str(p / PARTS["train"]) for p, _ in candidates)
     raise DataFormatError(f"{root}: no {dataset_dir} data found (expected a folder "
-                          f"{PARTS['train']}/ beside query/ and bounding_box_test/; looked at {tried})")
+                          f"{PARTS['train']}/ beside query/ and bounding_box_test/; "
+                          f"looked at {tried})")
 
 
 @register_dataset("market1501")

@@ -56,7 +56,7 @@ def read_msmt17(root: Path, combineall: bool = False) -> ReidSplit:
     """MSMT17 V1 or V2 from its list files."""
     base = None
     for dataset_dir in (root / "msmt17", root):
-        for version, (train_sub, test_sub) in VERSIONS.items():
+        for version in VERSIONS:
             if (dataset_dir / version).is_dir():
                 base = dataset_dir / version
                 break
@@ -65,6 +65,7 @@ def read_msmt17(root: Path, combineall: bool = False) -> ReidSplit:
     if base is None:
         raise DataFormatError(f"{root}: missing folder (expected msmt17/MSMT17_V1 or "
                               f"msmt17/MSMT17_V2 under it)")
+    train_sub, test_sub = VERSIONS[base.name]
     train_dir = need_dir(base / train_sub, f"the MSMT17 train images ({train_sub}/)")
     test_dir = need_dir(base / test_sub, f"the MSMT17 test images ({test_sub}/)")
     train = read_list(base / "list_train.txt", train_dir)

@@ -109,7 +109,8 @@ class DomainSpec:
 #: changes; iLIDS heavy occlusion and luggage; GRID low resolution, dim and blurred; PRID two
 #: outdoor cameras with opposite colour casts.
 PRESETS: dict[str, dict[str, Any]] = {
-    "synth-market": dict(num_cams=6, palette="summer", bag_prob=0.45, domain_cast=(0.03, 0.0, -0.03)),
+    "synth-market": dict(num_cams=6, palette="summer", bag_prob=0.45,
+                         domain_cast=(0.03, 0.0, -0.03)),
     "synth-duke": dict(num_cams=8, palette="winter", bag_prob=0.55, occlusion_prob=0.3,
                        bg_dark=(0.2, 0.55), domain_cast=(0.0, 0.02, 0.05), blur=(0.3, 1.0)),
     "synth-msmt": dict(num_cams=9, palette="mixed", max_visits=5, cast=0.2,
@@ -268,7 +269,7 @@ def _plan(spec: DomainSpec) -> tuple[list[dict[str, Any]], dict[int, str]]:
         cams = rng.choice(spec.num_cams, n_vis, replace=False)
         n_img = max(2 * n_vis, int(round(spec.images_per_id * rng.uniform(0.6, 1.4))))
         counts = 1 + rng.multinomial(n_img - n_vis, np.full(n_vis, 1.0 / n_vis))
-        for cam, cnt in zip(cams, counts):
+        for cam, cnt in zip(cams, counts, strict=True):
             rows += _visit(spec, rng, int(pid), int(cam), int(cnt))
     n_test = sum(1 for r in rows if part[r["pid"]] == "test")
     n_dis = int(round(spec.distractor_fraction * n_test))
@@ -419,8 +420,8 @@ def _render(spec: DomainSpec, rows: list[dict], people: dict[int, dict],
     phase = col(pf("phase"))
     k = 3.0
     sec = np.zeros((B, H, W), np.float32)
-    sec = np.where(col(pat == 1) > 0, 0.5 + 0.5 * np.tanh(k * np.sin(2 * np.pi * freq * tv + phase)),
-                   sec)
+    sec = np.where(col(pat == 1) > 0,
+                   0.5 + 0.5 * np.tanh(k * np.sin(2 * np.pi * freq * tv + phase)), sec)
     sec = np.where(col(pat == 2) > 0,
                    0.5 + 0.5 * np.tanh(k * np.sin(np.pi * freq * 0.5 * tu * wf + phase)), sec)
     sec = np.where(col(pat == 3) > 0, 0.5 + 0.5 * np.tanh(
@@ -450,8 +451,8 @@ def _render(spec: DomainSpec, rows: list[dict], people: dict[int, dict],
     _paint(img, col(bag == 2) * _box(u, v, hb_u, 0.53, 0.04, 0.055, eps), bagc)
     diag = np.abs(v - 0.16 - (u * bside + half) * 0.9) < 0.012
     _paint(img, col(bag == 3) * torso * diag * (1 - side * 0.7), bagc * 0.8)
-    _paint(img, col(bag == 3) * _box(u, v, bside * np.sign(cth + 1e-6) * half, 0.5, 0.05, 0.05, eps),
-           bagc)
+    hip_bag = _box(u, v, bside * np.sign(cth + 1e-6) * half, 0.5, 0.05, 0.05, eps)
+    _paint(img, col(bag == 3) * hip_bag, bagc)
     # head, hair, hat
     hm = _ellipse(u, v, 0.015 * sth, 0.075, head * 0.85, head, eps)
     _paint(img, hm, skin)
@@ -577,7 +578,7 @@ def render_domain(name_or_spec: str | DomainSpec, out_root: str | os.PathLike, *
             (tmp / sub).mkdir()
         for s in range(0, len(rows), batch):
             imgs = _render(spec, rows[s:s + batch], people, cams)
-            for img, (folder, name) in zip(imgs, names[s:s + batch]):
+            for img, (folder, name) in zip(imgs, names[s:s + batch], strict=True):
                 Image.fromarray(img).save(tmp / folder / name, quality=spec.jpeg_quality)
         info = {"digest": digest, "generator_version": GENERATOR_VERSION,
                 "spec": dataclasses.asdict(spec), "images": len(rows)}

@@ -44,7 +44,7 @@ def read_viper(root: Path, split_id: int = 0, seed: int = 0) -> ReidSplit:
     if len(cam_a) != len(cam_b) or not cam_a:
         raise DataFormatError(f"{base}: cam_a has {len(cam_a)} and cam_b {len(cam_b)} .bmp images "
                               f"(expected the same non-zero number, one per person)")
-    for a, b in zip(cam_a, cam_b):
+    for a, b in zip(cam_a, cam_b, strict=True):
         na, nb = _person_number(a), _person_number(b)
         if na is not None and nb is not None and int(na) != int(nb):
             raise DataFormatError(f"{b}: pairs with {a} by sorted order but names person {nb}, "

@@ -13,7 +13,11 @@ from fedfr.errors import ConfigError
 from fedfr.reid.data.registry import get_dataset
 from fedfr.reid.data.summary import split_summary
 from fedfr.reid.data.synthetic import (
-    PRESETS, domain_dir, make_spec, render_domain, synthetic_dataset,
+    PRESETS,
+    domain_dir,
+    make_spec,
+    render_domain,
+    synthetic_dataset,
 )
 
 SMALL = dict(num_ids=16, images_per_id=6)

@@ -562,6 +562,8 @@ def render_domain(name_or_spec: str | DomainSpec, out_root: str | os.PathLike, *
     out = Path(out_root)
     digest = spec.digest()
     marker = out / "spec.json"
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder is taken as "write here"
     if out.exists():
         if marker.is_file() and json.loads(marker.read_text()).get("digest") == digest:
             return out

@@ -3,6 +3,7 @@ Market-1501 mini sample."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -246,3 +247,43 @@ def test_cuhk03_extracts_the_v73_mat_and_reads_both_protocols(tmp_path):
     assert 1001 in _ids(c.train) and not set(_ids(c.train)) & set(_ids(c.query))
     with pytest.raises(DataFormatError, match="split_id 20 out of range"):
         get_dataset("cuhk03", tmp_path, classic=True, split_id=20, extract_dir=out)
+
+
+# ------------------------------------------------------------------- torchreid split files
+def test_torchreid_split_files_are_reproduced(tmp_path):
+    vbase = fx.write_viper(tmp_path, ids=4)
+    a = sorted((vbase / "cam_a").iterdir())
+    b = sorted((vbase / "cam_b").iterdir())
+    elsewhere = "/home/someone/data/viper/VIPeR"
+    train = [[f"{elsewhere}/cam_a/{a[3].name}", 0, 0], [f"{elsewhere}/cam_b/{b[3].name}", 0, 1]]
+    split = {"train": train, "query": [[f"{elsewhere}/cam_a/{a[0].name}", 0, 0]],
+             "gallery": [[f"{elsewhere}/cam_b/{b[0].name}", 0, 1]]}
+    (tmp_path / "viper_splits.json").write_text(json.dumps([split] * 20))
+    s = get_dataset("viper", tmp_path, split_id=7, split_file=tmp_path / "viper_splits.json")
+    assert [r.path for r in s.train] == [a[3], b[3]] and [r.pid for r in s.train] == [3, 3]
+    assert s.query[0].path == a[0] and s.gallery[0].camid == 1
+    split["query"][0][0] = f"{elsewhere}/cam_a/999_0.bmp"
+    (tmp_path / "viper_splits.json").write_text(json.dumps([split] * 20))
+    with pytest.raises(DataFormatError, match="cam_a/999_0.bmp is not in the dataset"):
+        get_dataset("viper", tmp_path, split_file=tmp_path / "viper_splits.json")
+
+    fx.write_ilids(tmp_path, ids=3, per_id=2)
+    names = {"train": ["0001001.jpg", "0001002.jpg"], "query": ["0002002.jpg", "0003001.jpg"],
+             "gallery": ["0002001.jpg", "0003002.jpg"]}
+    (tmp_path / "ilids.json").write_text(json.dumps([names]))
+    s = get_dataset("ilids", tmp_path, split_file=tmp_path / "ilids.json")
+    assert [r.path.name for r in s.query] == names["query"] and [r.pid for r in s.train] == [1, 1]
+
+    fx.write_prid(tmp_path, shared=4, only_a=0, only_b=1)
+    (tmp_path / "prid.json").write_text(json.dumps([{"train": [4, 2], "test": [1, 3]}] * 10))
+    s = get_dataset("prid", tmp_path, num_shared=4, split_id=2, split_file=tmp_path / "prid.json")
+    assert _ids(s.train) == [2, 4] and _ids(s.query) == [1, 3] and _ids(s.gallery) == [1, 3, 5]
+
+    pbase = fx.write_prid450s(tmp_path, ids=4)
+    tr = [["/x/prid450s/cam_a/img_0002.png", 0, 0], ["/x/prid450s/cam_b/img_0002.png", 0, 1],
+          ["/x/prid450s/cam_a/img_0004.png", 1, 0], ["/x/prid450s/cam_b/img_0004.png", 1, 1]]
+    (tmp_path / "p450.json").write_text(json.dumps([{"train": tr, "query": [], "gallery": []}]))
+    s = get_dataset("prid450s", tmp_path, split_file=tmp_path / "p450.json")
+    assert _ids(s.train) == [2, 4] and _ids(s.query) == [1, 3] and s.root == pbase
+    with pytest.raises(DataFormatError, match="split_id 1 out of range"):
+        get_dataset("prid450s", tmp_path, split_id=1, split_file=tmp_path / "p450.json")

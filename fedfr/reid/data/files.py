@@ -117,3 +117,39 @@ def verify_images(records: Iterable[ReidImage]) -> int:
                 f"{exc})") from exc
         n += 1
     return n
+
+
+def read_torchreid_splits(path: str | Path, dataset: str, split_id: int) -> dict:
+    """Split ``split_id`` of a torchreid ``splits*.json`` (the unseeded splits torchreid caches
+    beside the data on first use), so that a torchreid user's exact splits can be reproduced."""
+    import json
+
+    p = Path(path)
+    need_file(p, f"a torchreid {dataset} splits JSON")
+    try:
+        splits = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{p}: not a readable JSON list of splits ({exc})") from exc
+    if not isinstance(splits, list) or not splits or not isinstance(splits[0], dict):
+        raise DataFormatError(f"{p}: expected a JSON list of split objects")
+    check_split_id(f"{dataset} ({p.name})", split_id, len(splits))
+    return splits[split_id]
+
+
+def match_torchreid_items(items: list, by_key: dict[tuple[str, str], ReidImage], where: str
+                          ) -> list[ReidImage]:
+    """Map torchreid ``[path, pid, camid]`` items (paths from the machine that wrote them) onto our
+    records by (camera folder, file name)."""
+    out = []
+    for item in items:
+        try:
+            p = Path(str(item[0]))
+        except (TypeError, IndexError, KeyError) as exc:
+            raise DataFormatError(f"{where}: expected [path, pid, camid] items, got {item!r}"
+                                  ) from exc
+        rec = by_key.get((p.parent.name, p.name))
+        if rec is None:
+            raise DataFormatError(f"{where}: {p.parent.name}/{p.name} is not in the dataset "
+                                  f"folder (expected the same release the splits were made for)")
+        out.append(rec)
+    return out

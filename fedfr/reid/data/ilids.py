@@ -20,7 +20,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from fedfr.errors import DataFormatError
-from fedfr.reid.data.files import check_split_id, list_files, parse_name, split_rng
+from fedfr.reid.data.files import (
+    check_split_id,
+    list_files,
+    parse_name,
+    read_torchreid_splits,
+    split_rng,
+)
 from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.registry import register_dataset
 
@@ -29,8 +35,10 @@ NAME = re.compile(r"(\d{4})(\d{3})\.jpg$", re.IGNORECASE)
 
 
 @register_dataset("ilids")
-def read_ilids(root: Path, split_id: int = 0, seed: int = 0) -> ReidSplit:
-    """One of QMUL-iLIDS's 10 random splits, drawn from ``seed``."""
+def read_ilids(root: Path, split_id: int = 0, seed: int = 0,
+               split_file: str | Path | None = None) -> ReidSplit:
+    """One of QMUL-iLIDS's 10 random splits, drawn from ``seed`` or taken from a torchreid
+    ``splits.json`` (``split_file``: lists of image names)."""
     check_split_id("ilids", split_id, NUM_SPLITS)
     cands = [root / "ilids" / "i-LIDS_Pedestrian" / "Persons", root / "i-LIDS_Pedestrian" /
              "Persons", root / "Persons", root]
@@ -47,6 +55,18 @@ def read_ilids(root: Path, split_id: int = 0, seed: int = 0) -> ReidSplit:
     if few:
         raise DataFormatError(f"{folder}: person {few[0]:04d} has {len(by_pid[few[0]])} image "
                               f"(expected at least 2 per person)")
+    if split_file is not None:
+        split = read_torchreid_splits(split_file, "ilids", split_id)
+        by_name = {r.path.name: r for recs in by_pid.values() for r in recs}
+        parts = []
+        for part in ("train", "query", "gallery"):
+            missing = [n for n in split.get(part, []) if n not in by_name]
+            if missing:
+                raise DataFormatError(f"{split_file} split {split_id} {part}: {missing[0]} is not "
+                                      f"in {folder}")
+            parts.append([by_name[n] for n in split[part]])
+        meta = {"split_id": split_id, "split_file": str(split_file), "protocol": "single-shot"}
+        return ReidSplit("ilids", folder, *parts, meta)
     rng = split_rng(seed, "ilids")
     num_train = int(len(pids) * 0.5)
     for _ in range(split_id + 1):

@@ -19,7 +19,14 @@ import re
 from pathlib import Path
 
 from fedfr.errors import DataFormatError
-from fedfr.reid.data.files import check_split_id, list_files, need_dir, parse_name, split_rng
+from fedfr.reid.data.files import (
+    check_split_id,
+    list_files,
+    need_dir,
+    parse_name,
+    read_torchreid_splits,
+    split_rng,
+)
 from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.registry import register_dataset
 
@@ -35,8 +42,10 @@ def _by_number(folder: Path) -> dict[int, Path]:
 
 
 @register_dataset("prid")
-def read_prid(root: Path, split_id: int = 0, seed: int = 0, num_shared: int = 200) -> ReidSplit:
-    """One of PRID2011 single-shot's 10 random splits, drawn from ``seed``."""
+def read_prid(root: Path, split_id: int = 0, seed: int = 0, num_shared: int = 200,
+              split_file: str | Path | None = None) -> ReidSplit:
+    """One of PRID2011 single-shot's 10 random splits, drawn from ``seed`` or taken from a
+    torchreid ``splits_single_shot.json`` (``split_file``: train / test person lists)."""
     check_split_id("prid", split_id, NUM_SPLITS)
     base = root / "prid2011" / "prid_2011" / "single_shot"
     for cand in (base, root / "prid_2011" / "single_shot", root / "single_shot", root):
@@ -50,16 +59,29 @@ def read_prid(root: Path, split_id: int = 0, seed: int = 0, num_shared: int = 20
             if pid not in files:
                 raise DataFormatError(f"{base / cam / f'person_{pid:04d}.png'}: missing (expected "
                                       f"persons 1..{num_shared} in both views)")
-    rng = split_rng(seed, "prid")
-    for _ in range(split_id + 1):
-        train_ids = sorted(int(i) + 1 for i in rng.choice(num_shared, num_shared // 2,
-                                                           replace=False))
+    if split_file is not None:
+        split = read_torchreid_splits(split_file, "prid", split_id)
+        try:
+            train_ids = sorted(int(i) for i in split["train"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataFormatError(f"{split_file} split {split_id}: expected a 'train' list of "
+                                  f"person numbers") from exc
+        bad = [i for i in train_ids if not 1 <= i <= num_shared]
+        if bad:
+            raise DataFormatError(f"{split_file} split {split_id}: train person {bad[0]} outside "
+                                  f"1..{num_shared}")
+    else:
+        rng = split_rng(seed, "prid")
+        for _ in range(split_id + 1):
+            train_ids = sorted(int(i) + 1 for i in rng.choice(num_shared, num_shared // 2,
+                                                               replace=False))
     test_ids = [i for i in range(1, num_shared + 1) if i not in set(train_ids)]
     train = [ReidImage(files[i], i, c) for i in train_ids
              for c, files in ((0, cam_a), (1, cam_b))]
     query = [ReidImage(cam_a[i], i, 0) for i in test_ids]
     gallery = [ReidImage(cam_b[i], i, 1) for i in test_ids]
     gallery += [ReidImage(cam_b[i], i, 1) for i in sorted(cam_b) if i > num_shared]
-    meta = {"split_id": split_id, "seed": seed, "protocol": "single-shot",
+    meta = {"split_id": split_id, "seed": None if split_file else seed,
+            "split_file": str(split_file) if split_file else None, "protocol": "single-shot",
             "num_shared": num_shared, "distractor_pids": f">{num_shared}"}
     return ReidSplit("prid", base, train, query, gallery, meta)

@@ -20,7 +20,15 @@ import re
 from pathlib import Path
 
 from fedfr.errors import ConfigError, DataFormatError
-from fedfr.reid.data.files import check_split_id, list_files, need_dir, parse_name, split_rng
+from fedfr.reid.data.files import (
+    check_split_id,
+    list_files,
+    match_torchreid_items,
+    need_dir,
+    parse_name,
+    read_torchreid_splits,
+    split_rng,
+)
 from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.registry import register_dataset
 
@@ -34,9 +42,10 @@ def _images(folder: Path) -> dict[int, Path]:
 
 
 @register_dataset("prid450s")
-def read_prid450s(root: Path, split_id: int = 0, seed: int = 0,
-                  protocol: str = "both") -> ReidSplit:
-    """One of PRID 450S's 10 random splits, drawn from ``seed``."""
+def read_prid450s(root: Path, split_id: int = 0, seed: int = 0, protocol: str = "both",
+                  split_file: str | Path | None = None) -> ReidSplit:
+    """One of PRID 450S's 10 random splits, drawn from ``seed`` or taken from a torchreid
+    ``splits.json`` (``split_file``; its train part decides, ``protocol`` still applies)."""
     check_split_id("prid450s", split_id, NUM_SPLITS)
     if protocol not in ("both", "a-to-b"):
         raise ConfigError(f"prid450s: protocol {protocol!r} (expected 'both' or 'a-to-b')")
@@ -52,12 +61,19 @@ def read_prid450s(root: Path, split_id: int = 0, seed: int = 0,
     if not cam_a:
         raise DataFormatError(f"{base / 'cam_a'}: no img_NNNN.png images")
     pids = sorted(cam_a)
-    rng = split_rng(seed, "prid450s")
-    for _ in range(split_id + 1):
-        order = rng.permutation(len(pids))
-    half = len(pids) // 2
-    train_ids = sorted(pids[i] for i in order[:half])
-    test_ids = sorted(pids[i] for i in order[half:])
+    if split_file is not None:
+        split = read_torchreid_splits(split_file, "prid450s", split_id)
+        by_key = {(p.parent.name, p.name): ReidImage(p, i, c)
+                  for c, cam in enumerate((cam_a, cam_b)) for i, p in cam.items()}
+        train_recs = match_torchreid_items(split.get("train", []), by_key,
+                                           f"{split_file} split {split_id} train")
+        train_ids = sorted({r.pid for r in train_recs})
+    else:
+        rng = split_rng(seed, "prid450s")
+        for _ in range(split_id + 1):
+            order = rng.permutation(len(pids))
+        train_ids = sorted(pids[i] for i in order[: len(pids) // 2])
+    test_ids = [i for i in pids if i not in set(train_ids)]
     train = [ReidImage(f[i], i, c) for i in train_ids for c, f in ((0, cam_a), (1, cam_b))]
     test_a = [ReidImage(cam_a[i], i, 0) for i in test_ids]
     test_b = [ReidImage(cam_b[i], i, 1) for i in test_ids]
@@ -65,5 +81,6 @@ def read_prid450s(root: Path, split_id: int = 0, seed: int = 0,
         query, gallery = test_a + test_b, test_a + test_b
     else:
         query, gallery = test_a, test_b
-    meta = {"split_id": split_id, "seed": seed, "protocol": protocol}
+    meta = {"split_id": split_id, "seed": None if split_file else seed, "protocol": protocol,
+            "split_file": str(split_file) if split_file else None}
     return ReidSplit("prid450s", base, train, query, gallery, meta)

@@ -18,7 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedfr.errors import DataFormatError
-from fedfr.reid.data.files import check_split_id, list_files, need_dir, split_rng
+from fedfr.reid.data.files import (
+    check_split_id,
+    list_files,
+    match_torchreid_items,
+    need_dir,
+    read_torchreid_splits,
+    split_rng,
+)
 from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.registry import register_dataset
 
@@ -30,9 +37,22 @@ def _person_number(path: Path) -> str | None:
     return head if head.isdigit() else None
 
 
+def _from_file(base: Path, cam_a: list[Path], cam_b: list[Path], split_file: Path,
+               split_id: int) -> ReidSplit:
+    split = read_torchreid_splits(split_file, "viper", split_id)
+    by_key = {(p.parent.name, p.name): ReidImage(p, i, c)
+              for c, cam in enumerate((cam_a, cam_b)) for i, p in enumerate(cam)}
+    parts = [match_torchreid_items(split.get(k, []), by_key, f"{split_file} split {split_id} {k}")
+             for k in ("train", "query", "gallery")]
+    meta = {"split_id": split_id, "split_file": str(split_file), "protocol": "single-shot"}
+    return ReidSplit("viper", base, *parts, meta)
+
+
 @register_dataset("viper")
-def read_viper(root: Path, split_id: int = 0, seed: int = 0) -> ReidSplit:
-    """One of VIPeR's 20 sub-splits (``split_id`` 0..19), drawn from ``seed``."""
+def read_viper(root: Path, split_id: int = 0, seed: int = 0,
+               split_file: str | Path | None = None) -> ReidSplit:
+    """One of VIPeR's 20 sub-splits (``split_id`` 0..19), drawn from ``seed``, or taken from a
+    torchreid ``splits.json`` (``split_file``)."""
     check_split_id("viper", split_id, 2 * NUM_SPLITS)
     base = root / "viper" / "VIPeR"
     for cand in (base, root / "VIPeR", root):
@@ -50,6 +70,8 @@ def read_viper(root: Path, split_id: int = 0, seed: int = 0) -> ReidSplit:
             raise DataFormatError(f"{b}: pairs with {a} by sorted order but names person {nb}, "
                                   f"not {na} (expected matching person numbers)")
     num = len(cam_a)
+    if split_file is not None:
+        return _from_file(base, cam_a, cam_b, Path(split_file), split_id)
     rng = split_rng(seed, "viper")
     for _ in range(split_id // 2 + 1):
         order = rng.permutation(num)

@@ -251,10 +251,6 @@ def _camera(spec: DomainSpec, cam: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------
 # the image plan: who, where, how
-_FIELDS = ("pid", "cam", "seq", "frame", "view", "stride", "dx", "dy", "scale", "bright",
-           "occ", "occ_kind", "occ_a", "occ_b", "clutter_x", "noise_seed")
-
-
 def _plan(spec: DomainSpec) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """One row per image, and each person's part ('train' | 'test' | 'distractor')."""
     split_rng = _rng(spec, 4, 0)

@@ -80,7 +80,7 @@ class DomainSpec:
     # cameras
     view_spread: tuple[float, float] = (0.3, 0.8)  # std of the view angle around the camera's
     person_scale: tuple[float, float] = (0.80, 0.95)  # person height / box height
-    cast: float = 0.12  # std of the log colour gain per channel
+    cast: float = 0.15  # std of the log colour gain per channel
     domain_cast: tuple[float, float, float] = (0.0, 0.0, 0.0)  # log gain shared by all cameras
     brightness: tuple[float, float] = (-0.08, 0.08)
     contrast: tuple[float, float] = (0.8, 1.15)
@@ -118,14 +118,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "synth-cuhk": dict(num_cams=6, max_visits=2, palette="mixed", misalign=0.08,
                        images_per_id=10, bg_dark=(0.35, 0.6), domain_cast=(-0.03, 0.0, 0.04)),
     "synth-viper": dict(num_cams=2, max_visits=2, images_per_id=4, palette="summer",
-                        cast=0.25, view_spread=(0.2, 0.4), person_scale=(0.85, 0.97),
-                        lowres_prob=0.3, domain_cast=(0.06, 0.03, -0.05)),
+                        cast=0.2, view_spread=(0.2, 0.4), person_scale=(0.85, 0.97),
+                        lowres_prob=0.2, domain_cast=(0.06, 0.03, -0.05)),
     "synth-ilids": dict(num_cams=4, max_visits=3, images_per_id=6, palette="winter",
                         bag_prob=0.85, occlusion_prob=0.5, bg_dark=(0.3, 0.5)),
     "synth-grid": dict(num_cams=8, max_visits=2, images_per_id=6, palette="dark",
-                       blur=(0.8, 1.4), lowres_prob=0.7, brightness=(-0.2, -0.05),
-                       noise=(0.03, 0.06), bg_dark=(0.15, 0.35), domain_cast=(0.08, 0.04, -0.1)),
-    "synth-prid": dict(num_cams=2, max_visits=2, images_per_id=6, palette="mixed", cast=0.3,
+                       blur=(0.6, 1.1), lowres_prob=0.5, brightness=(-0.14, -0.02),
+                       noise=(0.02, 0.045), bg_dark=(0.15, 0.35), domain_cast=(0.08, 0.04, -0.1)),
+    "synth-prid": dict(num_cams=2, max_visits=2, images_per_id=6, palette="mixed", cast=0.22,
                        person_scale=(0.75, 0.9), domain_cast=(-0.04, 0.05, 0.0)),
     "synth-public": dict(num_cams=6, num_ids=300, palette="mixed", cast=0.15),
 }

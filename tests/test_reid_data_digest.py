@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
+from fedfr.errors import DataFormatError
 from fedfr.reid.data import fixtures as fx
-from fedfr.reid.data.digest import file_fingerprint, split_digest
+from fedfr.reid.data.digest import split_digest
 from fedfr.reid.data.registry import get_dataset
 from fedfr.reid.data.summary import split_summary
 
@@ -29,25 +32,22 @@ def test_digest_changes_when_a_file_is_replaced_under_the_same_name(tmp_path):
     assert split_digest(s) != d0 and split_digest(s, full=True) != f0
 
 
-def test_full_digest_ignores_mtime_fast_digest_does_not(tmp_path):
+def test_portable_and_full_digests_ignore_mtime_local_does_not(tmp_path):
     s = _market(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")  # same bytes, new mtimes
     for p in (tmp_path / "b").rglob("*.jpg"):
         os.utime(p, ns=(1, 10**18))
     t = get_dataset("market1501", tmp_path / "b")
     assert split_digest(s, full=True) == split_digest(t, full=True)
-    assert split_digest(s) != split_digest(t)
+    assert split_digest(s) == split_digest(t)  # portable: a copy on another node
+    assert split_digest(s, mode="local") != split_digest(t, mode="local")
 
 
-def test_sampled_fingerprint_of_a_large_file(tmp_path):
-    big = tmp_path / "big.bin"
-    big.write_bytes(bytes(range(256)) * 2000)  # 512 kB: sampled
-    a = file_fingerprint(big)
-    raw = bytearray(big.read_bytes())
-    raw[1000] ^= 1
-    big.write_bytes(bytes(raw))
-    assert file_fingerprint(big) != a
-    assert file_fingerprint(big, full=True).startswith(f"{len(raw)}:")
+def test_missing_image_is_named(tmp_path):
+    s = _market(tmp_path)
+    s.query[0].path.unlink()
+    with pytest.raises(DataFormatError, match=s.query[0].path.name):
+        split_digest(s)
 
 
 def test_summary_counts_parts_cameras_and_distractors(tmp_path):

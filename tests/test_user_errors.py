@@ -10,6 +10,8 @@ The ``kind`` column says what each case guards against:
 - ``i11``: printed a traceback on main before issue 11 (5d61c41); one line since issue 11's first
   part (``fedfr.errors.run_entry_point``); kept here as a guard.
 - ``i11-exit1``: one line but exit status 1 on main before issue 11; a guard of exit status 2.
+- ``detail``: one line on e5fd606, but torch's header line (``Error(s) in loading state_dict
+  for X:``) instead of what did not fit; now the first mismatch.
 - ``guard``: already one line and exit 2 on e5fd606; kept from regressing.
 """
 
@@ -221,7 +223,8 @@ CASES: list[Case] = [
      ("pre.pt", "not a readable fedfr checkpoint"), "i11"),
     ("pretrained-other-model", "inprocess",
      lambda t: run_cfg(t, folder_cfg(t, **{"pretrained-path": str(pretrained(t, 32, 2))})),
-     ("pre-32-2.pt", "does not fit model 'small_cnn'"), "i11"),
+     ("pre-32-2.pt", "does not fit model 'small_cnn'", "size mismatch for fc.weight"),
+     "detail"),
     ("pretrained-phi-shape", "inprocess",
      lambda t: run_cfg(t, folder_cfg(t, **{"pretrained-path": str(pretrained(t, 16, 7))})),
      ("pre-16-7.pt", "Phi has shape (7, 16)"), "i11"),
@@ -242,8 +245,8 @@ CASES: list[Case] = [
      lambda t: evaluate_bin(t, ckpt=text_file(t, "final.pt")),
      ("final.pt", "not a readable fedfr checkpoint"), "i11"),
     ("eval-wrong-model", "cli",
-     lambda t: evaluate_bin(t, "--model", "mobilefacenet"), ("final_model.pt", "do not fit"),
-     "i11"),
+     lambda t: evaluate_bin(t, "--model", "mobilefacenet"),
+     ("final_model.pt", "do not fit", "Missing key(s) in state_dict"), "detail"),
     ("eval-unknown-model", "cli",
      lambda t: evaluate_bin(t, "--model", "resnet9"), ("model", "resnet9"), "i11"),
     ("eval-missing-bin", "cli",
@@ -291,7 +294,7 @@ CASES: list[Case] = [
                 "--out", str(t / "p")], ("m.pt",), "i11"),
     ("prune-tv-wrong-checkpoint", "cli",
      lambda t: prune_tv(t, "--flops", "0.5", "--checkpoint", str(checkpoint_file(t))),
-     ("final_model.pt", "does not fit resnet18"), "i11"),
+     ("final_model.pt", "does not fit resnet18", "Missing key(s) in state_dict"), "detail"),
     # fedfr split / export
     ("split-missing-root", "cli",
      lambda t: ["split", "--dataset", "folder", "--data-root", str(t / "none"), "--out",

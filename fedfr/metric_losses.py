@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedfr.errors import ConfigError
+
 __all__ = [
     "DISTANCES",
     "pairwise_distance",
@@ -59,7 +61,7 @@ def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: str = "euclide
     gradient at zero distance is finite); cosine: 1 - cos(x_i, y_j), in [0, 2].
     """
     if metric not in DISTANCES:
-        raise ValueError(f"metric must be one of {DISTANCES}, got {metric!r}")
+        raise ConfigError(f"metric must be one of {DISTANCES}, got {metric!r}")
     y = x if y is None else y
     _check_features("x", x)
     _check_features("y", y)

@@ -142,7 +142,14 @@ def build_video_model(name: str, *, backbone: str = "resnet50", clip_len: int | 
                                       f"after stage {s} block {b} ({size[0]}x{size[1]} input)")
                 block = NonLocalBlock(c, stripes=s_n, temporal_group=temporal_group)
             attention.setdefault((s, b), []).append(block)
-    return VideoReidNet(trunk, name=key, attention=attention, temporal_pool_after=pool_after,
-                        pooling=pooling or fpl, neck=neck,
-                        clip_len=t if kind == "cf_aa" else None,
-                        input_size=size if kind == "cf_aa" else None)
+    model = VideoReidNet(trunk, name=key, attention=attention, temporal_pool_after=pool_after,
+                         pooling=pooling or fpl, neck=neck,
+                         clip_len=t if kind == "cf_aa" else None,
+                         input_size=size if kind == "cf_aa" else None)
+    model.config = {"name": key, "backbone": resolve_reid_model_name(backbone), "clip_len": t,
+                    "input_size": list(size), "stripes": stripes if kind == "stripe" else None,
+                    "temporal_group": temporal_group, "attention_layers": attention_layers,
+                    "scales": scales if kind == "cf_aa" else None,
+                    "heads": heads if kind == "cf_aa" else None, "pooling": pooling or fpl,
+                    "neck": neck, "last_stride": last_stride}
+    return model

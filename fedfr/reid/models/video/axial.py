@@ -111,7 +111,8 @@ class CoarseToFineAxialBlock(nn.Module):
         self.branches = nn.ModuleList()
         for s in range(scales):
             hs, ws = h // 2 ** s, w // 2 ** s
-            self.pools.append(nn.AdaptiveMaxPool3d((t, hs, ws)) if s else nn.Identity())
+            k = (1, 2 ** s, 2 ** s)  # = adaptive max-pooling to (T, H/2^s, W/2^s): sizes divide
+            self.pools.append(nn.MaxPool3d(k, stride=k) if s else nn.Identity())
             self.branches.append(nn.Sequential(AxialAttention(cs, hs, "h", heads),
                                                AxialAttention(cs, ws, "w", heads),
                                                AxialAttention(cs, t, "t", heads)))

@@ -120,6 +120,8 @@ class VideoReidNet(nn.Module):
         self.neck: nn.Module = BNNeck(self.feature_dim) if neck == "bnneck" else nn.Identity()
         self.clip_len = clip_len
         self.input_size = input_size
+        #: how the model was built (``build_video_model`` fills it; export writes it out)
+        self.config: dict = {"name": name}
 
     @staticmethod
     def _to5d(x: Tensor, b: int) -> Tensor:
@@ -136,7 +138,7 @@ class VideoReidNet(nn.Module):
         if x.dim() != 5 or x.shape[2] != 3:
             raise ValueError(f"{self.name}: expected input (B, T, 3, H, W), got "
                              f"{tuple(x.shape)}")
-        b, t = int(x.shape[0]), int(x.shape[1])
+        b, t = x.shape[0], x.shape[1]
         if self.clip_len is not None and t != self.clip_len:
             raise ValueError(f"{self.name}: built for clips of {self.clip_len} frames, got {t}")
         if self.input_size is not None and tuple(x.shape[3:]) != tuple(self.input_size):

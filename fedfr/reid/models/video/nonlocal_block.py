@@ -23,6 +23,21 @@ from fedfr.errors import ConfigError
 from fedfr.pruning.counting import MatMul
 
 
+class StripePool(nn.AdaptiveAvgPool2d):
+    """(B, C, H, W) -> (B, C, S, 1): the mean of each of S horizontal stripes (H % S == 0).
+
+    Same result as ``nn.AdaptiveAvgPool2d((S, 1))`` (and counted as one by fedfr's counter), but
+    written as reshape + mean so that ONNX export does not need static input sizes."""
+
+    def __init__(self, stripes: int) -> None:
+        super().__init__((stripes, 1))
+        self.stripes = stripes
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        return x.reshape(b, c, self.stripes, h // self.stripes, w).mean(dim=(3, 4)).unsqueeze(-1)
+
+
 class NonLocalBlock(nn.Module):
     """(B, C, T, H, W) -> (B, C, T, H, W): residual embedded-Gaussian non-local attention."""
 
@@ -48,7 +63,7 @@ class NonLocalBlock(nn.Module):
         self.affinity = MatMul()
         self.aggregate = MatMul()
         # stripe pooling on the (B', C*T, H, W) view: one average per (H/S x W) block
-        self.stripe_pool = nn.AdaptiveAvgPool2d((stripes, 1)) if stripes else None
+        self.stripe_pool = StripePool(stripes) if stripes else None
 
     def _attend(self, tokens: Tensor) -> Tensor:
         """tokens (B', C, t, h, w) -> W_z-projected, BN'd response of the same shape."""

@@ -108,7 +108,10 @@ def cost_markdown(backbone: str = "resnet50") -> str:
     """Tables 2.1 / 2.4 / 2.5 / 2.8 beside Appendix H and fedfr's counter (no timing)."""
     lines = ["| table | row | T | thesis GFLOPs | Appendix H GMAC | counted GMAC | counted / H |"
              " counted 'full' GMAC | params |", "|---|---|---|---|---|---|---|---|---|"]
+    thesis = backbone == "resnet50"  # the thesis's and Appendix H's figures are ResNet-50's
     for r in cost_table(backbone):
+        if not thesis:
+            r["reported_gflops"] = r["analytic_gmac"] = None
         rep = "-" if r["reported_gflops"] is None else f"{r['reported_gflops']:.3f}"
         ana = "-" if r["analytic_gmac"] is None else f"{r['analytic_gmac']:.2f}"
         rat = ("-" if r["analytic_gmac"] is None

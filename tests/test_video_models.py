@@ -78,6 +78,16 @@ def test_resnet50_positions_follow_the_thesis():
     assert ste.attention["s2b3"][0].stripes == 16
 
 
+def test_attention_can_go_after_any_block():
+    with torch.device("meta"):
+        model = build_video_model("nvan", positions=[(0, 1), (3, 2), (3, 2)])
+    assert list(model.attention) == ["s0b1", "s3b2"] and len(model.attention["s3b2"]) == 2
+    assert model.attention["s3b2"][0].channels == 2048
+    assert model.config["positions"] == [[0, 1], [3, 2], [3, 2]]
+    with pytest.raises(ConfigError, match="no block 6 in stage 2"):
+        build_video_model("nvan", backbone="small_reid", positions=[(2, 6)])
+
+
 def test_trunk_keeps_image_reid_names_so_image_checkpoints_load():
     video = build_video_model("ste_nvan", **SMALL)
     image = build_reid_model("small_reid")

@@ -20,6 +20,7 @@ maps are 32x16 and 16x8, ResNet-50's at 256x128.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -101,7 +102,8 @@ def build_video_model(name: str, *, backbone: str = "resnet50", clip_len: int | 
                       temporal_group: int | None = None, attention_layers: int = 5,
                       scales: int = 4, heads: int = 2, pooling: str | None = None,
                       neck: str = "bnneck", last_stride: int = 1,
-                      pretrained_path: str | Path | None = None) -> VideoReidNet:
+                      pretrained_path: str | Path | None = None,
+                      positions: Sequence[tuple[int, int]] | None = None) -> VideoReidNet:
     """A fresh video re-ID net: (B, T, 3, H, W) -> (f, f_bn).
 
     backbone: an image re-ID trunk name (resnet50, small_reid, ...); pretrained_path: its local
@@ -110,7 +112,8 @@ def build_video_model(name: str, *, backbone: str = "resnet50", clip_len: int | 
     by the stripe check; stripes: S of the stripe blocks (H' of each block's map must be a
     multiple); temporal_group: NL attends within groups of this many frames (None = all);
     attention_layers: 5, 3 or 1 (Table 2.3); scales / heads: CF-AA's S and M; pooling: "avg" /
-    "max" FPL (default: the variant's).
+    "max" FPL (default: the variant's); positions: explicit (stage, block) places of the
+    attention blocks (0-based, repeats allowed), overriding ``attention_layers``.
     """
     key = name.strip().lower() if isinstance(name, str) else name
     key = _ALIASES.get(key, key)
@@ -129,8 +132,13 @@ def build_video_model(name: str, *, backbone: str = "resnet50", clip_len: int | 
     pool_after = {"none": (), "stage4": (len(stages) - 2,),
                   "stage3+4": (len(stages) - 3, len(stages) - 2)}[tpool]
     attention: dict[tuple[int, int], list[nn.Module]] = {}
+    places: list[tuple[int, int]] = []
     if kind is not None:
-        for s, b in attention_positions(stages, attention_layers):
+        places = (attention_positions(stages, attention_layers) if positions is None
+                  else [tuple(p) for p in positions])
+        for s, b in places:
+            if not (0 <= s < len(stages) and 0 <= b < len(stages[s])):
+                raise ConfigError(f"video re-ID: no block {b} in stage {s} of {backbone}")
             c, h, w = geo[s][b]
             t_here = t // 2 ** sum(1 for p in pool_after if p < s)
             if kind == "cf_aa":
@@ -151,5 +159,6 @@ def build_video_model(name: str, *, backbone: str = "resnet50", clip_len: int | 
                     "temporal_group": temporal_group, "attention_layers": attention_layers,
                     "scales": scales if kind == "cf_aa" else None,
                     "heads": heads if kind == "cf_aa" else None, "pooling": pooling or fpl,
-                    "neck": neck, "last_stride": last_stride}
+                    "neck": neck, "last_stride": last_stride,
+                    "positions": [list(p) for p in places]}
     return model

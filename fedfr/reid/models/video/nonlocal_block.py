@@ -72,12 +72,13 @@ class NonLocalBlock(nn.Module):
         phi = self.phi(tokens).flatten(2)  # (B', C', N)
         g = self.g(tokens).flatten(2).transpose(1, 2)  # (B', N, C')
         attn = torch.softmax(self.affinity(theta, phi), dim=-1)  # (B', N, N)
-        y = self.aggregate(attn, g).transpose(1, 2).reshape(b, self.inter_channels, t, h, w)
+        y = self.aggregate(attn, g).transpose(1, 2).reshape(b, -1, t, h, w)
         return self.bn(self.w_z(y))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 5 or x.shape[1] != self.channels:
-            raise ValueError(f"NonLocalBlock: expected (B, {self.channels}, T, H, W), "
+        c_in = self.theta.in_channels  # read from the layers: a pruned block stays consistent
+        if x.dim() != 5 or x.shape[1] != c_in:
+            raise ValueError(f"NonLocalBlock: expected (B, {c_in}, T, H, W), "
                              f"got {tuple(x.shape)}")
         b, c, t, h, w = x.shape
         grp = self.temporal_group
@@ -104,5 +105,5 @@ class NonLocalBlock(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, inter={self.inter_channels}, "
+        return (f"channels={self.theta.in_channels}, inter={self.theta.out_channels}, "
                 f"stripes={self.stripes}, temporal_group={self.temporal_group}")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedfr.errors import ConfigError
+from fedfr.errors import ConfigError, DataFormatError
 from fedfr.reid.models.video import build_video_model
-from fedfr.reid.models.video.export import export_video_model
+from fedfr.reid.models.video.export import export_video_model, load_exported_video_model
 
 
 def _model(name="ste_nvan", **kw):
@@ -39,6 +39,16 @@ def test_ste_nvan_exports_to_torchscript_with_a_sidecar(tmp_path):
     expected = model.embed(x, normalize=True)
     ts = torch.jit.load(str(paths["torchscript"]))(x)
     torch.testing.assert_close(ts, expected, atol=1e-4, rtol=0)
+    loaded = load_exported_video_model(paths["sidecar"])
+    assert loaded.backend == "torchscript"
+    torch.testing.assert_close(loaded(x), expected, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"expected clips \(B, 4, 3, 64, 32\)"):
+        loaded(torch.zeros(1, 8, 3, 64, 32))
+    with pytest.raises(ConfigError, match="no 'onnx' file"):
+        load_exported_video_model(paths["sidecar"], backend="onnx")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(DataFormatError, match="bad.json"):
+        load_exported_video_model(tmp_path / "bad.json")
 
 
 def test_ste_nvan_exports_to_onnx_matching_onnxruntime(tmp_path):
@@ -53,6 +63,9 @@ def test_ste_nvan_exports_to_onnx_matching_onnxruntime(tmp_path):
     sess = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     got = sess.run(["feature"], {"clip": x.numpy()})[0]
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=0)
+    loaded = load_exported_video_model(paths["sidecar"])
+    assert loaded.backend == "onnx"
+    np.testing.assert_allclose(loaded(x).numpy(), expected.numpy(), atol=1e-4, rtol=0)
 
 
 def test_export_rejects_unknown_formats(tmp_path):

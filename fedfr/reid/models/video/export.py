@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fedfr.errors import ConfigError, FedFRError
+from fedfr.errors import ConfigError, DataFormatError, FedFRError
 from fedfr.reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fedfr.reid.models.net import TEST_FEATURES
 from fedfr.reid.models.video.net import VideoReidNet
@@ -139,3 +139,56 @@ def export_video_model(model: VideoReidNet, out_dir: str | Path,
     side.write_text(json.dumps(sidecar, indent=1))
     paths["sidecar"] = side
     return paths
+
+
+class ExportedVideoModel:
+    """An exported video model loaded by path: ``model(clips)`` maps (B, T, 3, H, W) float32
+    clips, pre-processed as ``sidecar["input"]`` says, to (B, d) features (a torch Tensor).
+
+    ``backend``: "torchscript" (torch.jit.load) or "onnx" (onnxruntime, CPU).
+    """
+
+    def __init__(self, sidecar_path: str | Path, backend: str | None = None) -> None:
+        path = Path(sidecar_path)
+        try:
+            side = json.loads(path.read_text())
+            files, spec = side["files"], side["input"]
+            self.clip_len, self.size = int(spec["clip_len"]), (int(spec["height"]),
+                                                               int(spec["width"]))
+        except FileNotFoundError as exc:
+            raise DataFormatError(f"{path}: export sidecar not found") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataFormatError(f"{path}: not a video-model export sidecar (expected JSON "
+                                  f"with 'files' and 'input' clip_len / height / width): "
+                                  f"{exc}") from exc
+        backend = backend or ("torchscript" if "torchscript" in files else "onnx")
+        if backend not in files:
+            raise ConfigError(f"{path}: no {backend!r} file in this export (has {sorted(files)})")
+        self.sidecar, self.backend = side, backend
+        file = path.parent / files[backend]
+        if not file.is_file():
+            raise DataFormatError(f"{file}: exported model file missing (named in {path})")
+        if backend == "torchscript":
+            self._ts = torch.jit.load(str(file), map_location="cpu")
+        else:
+            ort = _onnxruntime()
+            self._ort = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+
+    def __call__(self, clips: Tensor) -> Tensor:
+        shape = tuple(clips.shape)
+        if len(shape) != 5 or shape[1:] != (self.clip_len, 3, *self.size):
+            raise ValueError(f"exported {self.sidecar.get('model', {}).get('name', 'model')}: "
+                             f"expected clips (B, {self.clip_len}, 3, {self.size[0]}, "
+                             f"{self.size[1]}), got {shape}")
+        x = clips.detach().to("cpu", torch.float32)
+        if self.backend == "torchscript":
+            with torch.no_grad():
+                return self._ts(x)
+        return torch.from_numpy(self._ort.run(["feature"], {"clip": x.numpy()})[0])
+
+
+def load_exported_video_model(sidecar_path: str | Path, backend: str | None = None
+                              ) -> ExportedVideoModel:
+    """Load ``<name>.json`` written by ``export_video_model`` and its TorchScript (default when
+    present) or ONNX file; DataFormatError naming the file if it is missing or malformed."""
+    return ExportedVideoModel(sidecar_path, backend)

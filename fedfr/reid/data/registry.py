@@ -43,6 +43,16 @@ def register_dataset(name: str) -> Callable[[Reader], Reader]:
     return deco
 
 
+def check_options(name: str, reader: Callable[..., Any], opts: dict[str, Any],
+                  extra: tuple[str, ...] = ()) -> None:
+    """A ConfigError naming the first option in ``opts`` that ``reader`` does not accept."""
+    accepted = [p for p in inspect.signature(reader).parameters if p != "root"]
+    for key in opts:
+        if key not in accepted:
+            raise ConfigError(f"dataset {name!r}: unknown option {key!r}; "
+                              f"accepted: {', '.join(accepted + list(extra))}")
+
+
 def _load_builtins() -> None:
     global _builtins_loaded
     if _builtins_loaded:
@@ -69,11 +79,7 @@ def get_dataset(name: str, root: str | Path, **opts: Any) -> ReidSplit:
     if reader is None:
         raise ConfigError(f"unknown re-ID dataset {name!r}; known: {', '.join(sorted(_READERS))}")
     verify = bool(opts.pop("verify_images", False))
-    accepted = [p for p in inspect.signature(reader).parameters if p != "root"]
-    for key in opts:
-        if key not in accepted:
-            raise ConfigError(f"dataset {name!r}: unknown option {key!r}; "
-                              f"accepted: {', '.join(accepted + ['verify_images'])}")
+    check_options(name, reader, opts, extra=("verify_images",))
     split = reader(Path(root).expanduser(), **opts)
     if verify:
         verify_images([*split.train, *split.query, *split.gallery])

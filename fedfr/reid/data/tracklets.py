@@ -49,6 +49,8 @@ from fedfr.reid.data.video.mars import NUM_CAMS, TRUTH_COLUMNS, read_mars
 from fedfr.reid.data.video.registry import register_video_dataset
 
 GENERATOR_VERSION = 1
+#: A frame is "truncated" when the body reaches more than this far (box heights) outside the box.
+TRUNC_TOL = 0.03
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def _walk(spec: TrackletSpec, rng: np.random.Generator, pid: int, cam: int, n: i
     """Frame rows (synthetic.py's render rows plus ground-truth keys) of one tracklet."""
     view = cs["view"] + rng.normal(0, cs["spread"]) + (np.pi if rng.random() < 0.3 else 0.0)
     stride0, step = rng.uniform(0, 2 * np.pi), rng.uniform(0.6, 1.4)
-    growth = rng.normal(0, 0.02)  # log-scale change per frame: walking towards / away
+    growth = rng.normal(0, 0.006)  # log-scale drift per frame (towards / away, box lagging)
     dx0, dy0 = rng.normal(0, 0.02, 2)
     trunc = np.zeros(n)
     if rng.random() < spec.truncation_prob:  # entering (start) or leaving (end) at a border
@@ -188,8 +190,8 @@ def _walk(spec: TrackletSpec, rng: np.random.Generator, pid: int, cam: int, n: i
             "occ_a": occ_a, "occ_b": float(np.clip(occ_b0 + 0.03 * t, 0, 1)),
             "clutter_x": 0.0, "noise_seed": int(rng.integers(2**31)),
             "misaligned": bool(mis[t]), "intruder": int(intr[t]), "intruder_dx": intr_dx,
-            "truncated": bool(abs(dx) + half_w > spec.width / spec.height / 2
-                              or dy + 0.5 * scale > 0.5 or 0.5 * scale - dy > 0.5),
+            "truncated": bool(abs(dx) + half_w > spec.width / spec.height / 2 + TRUNC_TOL
+                              or abs(dy) + 0.5 * scale > 0.5 + TRUNC_TOL),
         })
     return rows
 

@@ -92,3 +92,22 @@ def test_split_form_on_written_mars(tmp_path):
     assert set(res) == set(PROTOCOLS)
     assert res["mars-official"].rank.mAP == pytest.approx(61 / 96)
     assert res["mars-clean"].rank.mAP == pytest.approx(19 / 24)
+
+
+def test_evaluate_masks_equals_evaluate_rank_on_the_standard_rule():
+    import torch
+
+    from fedfr.reid.evaluation.rank import evaluate_masks, evaluate_rank
+
+    rng = np.random.default_rng(5)
+    d = torch.as_tensor(rng.integers(0, 6, (40, 70)).astype(np.float64))  # many ties
+    qp, gp = rng.integers(0, 8, 40), rng.integers(-1, 8, 70)
+    qc, gc = rng.integers(0, 3, 40), rng.integers(0, 3, 70)
+    same = qp[:, None] == gp[None, :]
+    junk = (same & (qc[:, None] == gc[None, :])) | (gp[None, :] == -1)
+    for ap in ("noninterp", "trapezoid"):
+        a = evaluate_rank(d, qp, gp, qc, gc, ap=ap, chunk=7)
+        b = evaluate_masks(d, torch.as_tensor(same & ~junk), torch.as_tensor(junk), ap=ap,
+                           chunk=11)
+        assert a.mAP == pytest.approx(b.mAP) and np.allclose(a.cmc, b.cmc)
+        assert a.num_valid == b.num_valid and a.mINP == pytest.approx(b.mINP)

@@ -23,7 +23,7 @@ def test_registry_lists_video_sets():
     names = list_video_datasets()
     for n in ("mars", "dukemtmcvidreid", "ilidsvid", "prid2011"):
         assert n in names
-    with pytest.raises(ConfigError, match="unknown video"):
+    with pytest.raises(ConfigError, match="unknown re-ID video dataset"):
         get_video_dataset("nope", ".")
 
 

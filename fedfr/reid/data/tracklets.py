@@ -33,8 +33,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from fedfr.errors import ConfigError
 from fedfr.reid.data import synthetic as syn
 from fedfr.reid.data.records import VideoSplit
 from fedfr.reid.data.video.fixtures import mars_name, write_mars_info
-from fedfr.reid.data.video.mars import NUM_CAMS, TRUTH_COLUMNS, read_mars
+from fedfr.reid.data.video.mars import NUM_CAMS, TRUTH_COLUMNS, TRUTH_FILE, read_mars
 from fedfr.reid.data.video.registry import register_video_dataset
 
 GENERATOR_VERSION = 1
@@ -270,19 +268,9 @@ def render_tracklets(name_or_spec: str | TrackletSpec, out_root: str | os.PathLi
     from PIL import Image
 
     spec = make_tracklet_spec(name_or_spec, **overrides)
-    out, digest = Path(out_root), spec.digest()
-    marker = out / "spec.json"
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if out.exists():
-        if marker.is_file() and json.loads(marker.read_text()).get("digest") == digest:
-            return out
-        raise ConfigError(f"{out}: exists and does not hold synthetic tracklets {spec.name} "
-                          f"with digest {digest[:12]} (expected a fresh or matching folder)")
-    tracks, query = _plan(spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
+        tracks, query = _plan(spec)
         names: dict[str, list[str]] = {"train": [], "test": []}
         info: dict[str, list[tuple[int, ...]]] = {"train": [], "test": []}
         clean: list[tuple[int, ...]] = []
@@ -312,25 +300,18 @@ def render_tracklets(name_or_spec: str | TrackletSpec, out_root: str | os.PathLi
                 Image.fromarray(img).save(path, quality=spec.jpeg_quality)
         write_mars_info(tmp, names, {k: np.asarray(v) for k, v in info.items()}, query,
                         np.asarray(clean))
-        with (tmp / "info" / "frame_truth.csv").open("w", newline="") as f:
+        with (tmp / "info" / TRUTH_FILE).open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(TRUTH_COLUMNS)
             for _, name, r in flat:
                 w.writerow([name, r["pid"], f"{r['dx']:.5f}", f"{r['dy']:.5f}",
                             f"{r['scale']:.5f}", int(r["misaligned"]), r["intruder"],
                             int(r["truncated"]), int(r["occ"])])
-        meta = {"digest": digest, "generator_version": GENERATOR_VERSION,
-                "spec": dataclasses.asdict(spec), "frames": len(flat), "tracklets": len(tracks)}
-        (tmp / "spec.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (marker.is_file() and json.loads(marker.read_text()).get("digest") == digest):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return {"generator_version": GENERATOR_VERSION, "spec": dataclasses.asdict(spec),
+                "frames": len(flat), "tracklets": len(tracks)}
+
+    return syn.write_generated(Path(out_root), spec.digest(),
+                               f"synthetic tracklets {spec.name}", write)
 
 
 def tracklet_dir(spec: TrackletSpec, cache_dir: str | os.PathLike) -> Path:

@@ -213,6 +213,19 @@ def _junk_mask(gp: torch.Tensor, junk_pids: Sequence[int] | None) -> torch.Tenso
     return mask if bool(mask.any()) else None
 
 
+def _distmat(distmat: Any) -> torch.Tensor:
+    """A (Q, G) floating distance tensor (integers -> float64, half precision -> float32)."""
+    d = _tensor(distmat, "distmat")
+    if d.ndim != 2:
+        raise ValueError(f"distmat: a (queries, gallery) matrix expected, got shape "
+                         f"{tuple(d.shape)}")
+    if not d.is_floating_point():
+        return d.to(torch.float64)
+    if d.dtype in (torch.float16, torch.bfloat16):
+        return d.float()
+    return d
+
+
 # --- public API -----------------------------------------------------------------------------
 def evaluate_rank(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, *,
                   max_rank: int = 50, ap: str = DEFAULT_AP,
@@ -225,14 +238,7 @@ def evaluate_rank(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camid
     every ranking; ``chunk`` queries are processed at a time (bounds the temporary memory).
     """
     _check_options(ap, max_rank)
-    d = _tensor(distmat, "distmat")
-    if d.ndim != 2:
-        raise ValueError(f"distmat: a (queries, gallery) matrix expected, got shape "
-                         f"{tuple(d.shape)}")
-    if not d.is_floating_point():
-        d = d.to(torch.float64)
-    elif d.dtype in (torch.float16, torch.bfloat16):
-        d = d.float()
+    d = _distmat(distmat)
     nq, ng = d.shape
     dev = d.device
     qp, gp = _labels(q_pids, nq, "q_pids", dev), _labels(g_pids, ng, "g_pids", dev)
@@ -332,14 +338,7 @@ def evaluate_masks(distmat: Any, match: Any, junk: Any, *, max_rank: int = 50,
     Same tie rule, AP conventions and invalid-query handling as :func:`evaluate_rank`.
     """
     _check_options(ap, max_rank)
-    d = _tensor(distmat, "distmat")
-    if d.ndim != 2:
-        raise ValueError(f"distmat: a (queries, gallery) matrix expected, got shape "
-                         f"{tuple(d.shape)}")
-    if not d.is_floating_point():
-        d = d.to(torch.float64)
-    elif d.dtype in (torch.float16, torch.bfloat16):
-        d = d.float()
+    d = _distmat(distmat)
     m, j = _tensor(match, "match", d.device), _tensor(junk, "junk", d.device)
     for name, t in (("match", m), ("junk", j)):
         if t.dtype != torch.bool or tuple(t.shape) != tuple(d.shape):

@@ -1,5 +1,5 @@
-"""The video re-ID dataset registry: name -> reader, the image registry's pattern
-(``fedfr.reid.data.registry``) for tracklet datasets.
+"""The video re-ID dataset registry: name -> reader, the image registry's mechanism
+(``fedfr.reid.data.registry.ReaderRegistry``) for tracklet datasets.
 
 A reader is ``reader(root: Path, **opts) -> VideoSplit``; built-in readers register when their
 module is imported, which :func:`get_video_dataset` and :func:`list_video_datasets` do on first
@@ -8,63 +8,37 @@ use. ``verify_frames=True`` (any reader) opens and decodes every listed frame.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedfr.errors import ConfigError
 from fedfr.reid.data.files import verify_images
 from fedfr.reid.data.records import ReidImage, VideoSplit
-from fedfr.reid.data.registry import check_options
+from fedfr.reid.data.registry import ReaderRegistry, check_options
 
 VideoReader = Callable[..., VideoSplit]
 
-_READERS: dict[str, VideoReader] = {}
-_BUILTIN_MODULES = (
+_REGISTRY = ReaderRegistry("video dataset", (
     "fedfr.reid.data.video.mars", "fedfr.reid.data.video.dukev",
     "fedfr.reid.data.video.ilidsvid", "fedfr.reid.data.video.prid2011",
     "fedfr.reid.data.tracklets",
-)
-_builtins_loaded = False
+))
 
 
 def register_video_dataset(name: str) -> Callable[[VideoReader], VideoReader]:
     """Decorator registering a video reader under ``name``; a taken name raises ConfigError."""
-
-    def deco(reader: VideoReader) -> VideoReader:
-        if name in _READERS:
-            raise ConfigError(f"video dataset name {name!r} is already registered "
-                              f"(by {_READERS[name].__module__})")
-        _READERS[name] = reader
-        return reader
-
-    return deco
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(mod)
+    return _REGISTRY.register(name)
 
 
 def list_video_datasets() -> list[str]:
     """Registered video dataset names, sorted."""
-    _load_builtins()
-    return sorted(_READERS)
+    return _REGISTRY.names()
 
 
 def get_video_dataset(name: str, root: str | Path, **opts: Any) -> VideoSplit:
     """Read video dataset ``name`` under ``root`` (the folder holding the dataset's own folder,
     torchreid's convention; the dataset folder itself is accepted too)."""
-    _load_builtins()
-    reader = _READERS.get(name)
-    if reader is None:
-        raise ConfigError(f"unknown video re-ID dataset {name!r}; known: "
-                          f"{', '.join(sorted(_READERS))}")
+    reader = _REGISTRY.reader(name)
     verify = bool(opts.pop("verify_frames", False))
     check_options(name, reader, opts, extra=("verify_frames",))
     split = reader(Path(root).expanduser(), **opts)

@@ -97,3 +97,20 @@ def test_registered_and_protocols_run(small):
     assert set(res) == {"mars-official", "mars-bot", "mars-cfaan", "mars-clean",
                         "mars-clean-cfaan"}
     assert all(0 <= r.rank.mAP <= 1 for r in res.values() if r.rank.num_valid)
+
+
+def test_pk_batches_of_rrs_clips(small):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fedfr.reid.data.rrs import VideoClipDataset
+    from fedfr.reid.data.sampler import video_pk_sampler
+
+    _, s = small
+    ds = VideoClipDataset(s.train, seq_len=4, mode="train", height=32, width=16, seed=0)
+    sampler = video_pk_sampler(s.train, p=2, k=2, seed=0)
+    x, pid, cam = next(iter(DataLoader(ds, batch_size=4, sampler=sampler, drop_last=True)))
+    assert x.shape == (4, 4, 3, 32, 16) and x.dtype == torch.uint8
+    assert pid[0] == pid[1] and pid[2] == pid[3] and pid[0] != pid[2]
+    # the walk changes from frame to frame (stride, wobble, noise)
+    assert (x[0, 0].float() - x[0, 1].float()).abs().mean() > 1

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torchvision.models.detection  # noqa: F401  (import cost paid at collection)
 
 from fedfr.errors import DataFormatError
 from fedfr.tracking.detection import (

@@ -25,7 +25,7 @@ def write_sequence(root: Path, name: str = "SEQ-01", frames: int = 5, width: int
     )
     for k in range(1, frames + 1):
         img = np.zeros((height, width, 3), np.uint8)
-        img[..., 0] = 10 * k
+        img[..., 0] = (10 * k) % 256
         Image.fromarray(img).save(seq / "img1" / f"{k:06d}.jpg", quality=95)
     if det_rows is not None:
         (seq / "det").mkdir()

@@ -150,9 +150,12 @@ def summarize(accumulators: Mapping[str, object], overall: bool = True):
 
 
 def evaluate_mot(pairs: Mapping[str, tuple[str | Path | np.ndarray, str | Path | np.ndarray]],
-                 filtering: str = "auto", min_visibility: float = 0.0):
-    """Per-sequence (camera) metrics: ``pairs`` = {name: (gt, result)} -> DataFrame."""
-    return summarize({name: accumulate(g, h, filtering, min_visibility)
+                 filtering: str = "auto", min_visibility: float = 0.0,
+                 frames: Mapping[str, range] | None = None):
+    """Per-sequence (camera) metrics: ``pairs`` = {name: (gt, result)} -> DataFrame (one row
+    per name, plus OVERALL for several). ``frames`` restricts a name to the frames processed."""
+    return summarize({name: accumulate(g, h, filtering, min_visibility,
+                                       None if frames is None else frames.get(name))
                       for name, (g, h) in pairs.items()})
 
 

@@ -114,7 +114,7 @@ def test_crossing_at_constant_speed_keeps_ids_with_motion_alone():
 
 def test_crossing_with_occlusion_fig_8_7_appearance_gate_keeps_ids():
     # they meet, A stands hidden behind B for 20 frames, then both walk on: IoU + motion alone
-    # lose A (its lost track drifts on at the old speed), the appearance gate re-finds it
+    # lose A (BYTE drops its lost track as a duplicate of B), the appearance gate re-finds it
     frames, truth = crossing(n=60, speed=4.0, pause=20)
     person = np.array([[1.0, 0.1, 0.0], [0.1, 1.0, 0.0]])
     features = [person[order] + np.random.default_rng(k).normal(0, 0.02, (len(order), 3))

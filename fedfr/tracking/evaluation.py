@@ -30,6 +30,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from fedfr.errors import ConfigError
+from fedfr.tracking.bytetrack import iou_matrix
 from fedfr.tracking.motchallenge import (
     DISTRACTOR_CLASSES,
     PEDESTRIAN,
@@ -58,15 +59,8 @@ def iou_tlwh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of (N, 4) and (M, 4) ``left, top, width, height`` boxes -> (N, M)."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    iw = (np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
-          - np.maximum(a[:, None, 0], b[None, :, 0]))
-    ih = (np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
-          - np.maximum(a[:, None, 1], b[None, :, 1]))
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    union = (a[:, None, 2] * a[:, None, 3] + b[None, :, 2] * b[None, :, 3]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return iou_matrix(np.concatenate([a[:, :2], a[:, :2] + a[:, 2:]], 1),
+                      np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1))
 
 
 def iou_distance(gt: np.ndarray, hyp: np.ndarray, max_distance: float = IOU_THRESHOLD

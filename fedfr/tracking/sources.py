@@ -116,13 +116,16 @@ def _import_av():
 class VideoSource(Source):
     """A video file or a live stream URL (RTSP/HTTP/...) decoded by PyAV (FFmpeg).
 
-    ``options`` are FFmpeg demuxer options (e.g. ``{"rtsp_transport": "tcp"}``). Frame numbers
-    count decoded frames from 1.
+    ``options`` are FFmpeg demuxer options (e.g. ``{"rtsp_transport": "tcp"}``); ``timeout``
+    (seconds) bounds opening and each read, so a dead camera fails instead of hanging. Frame
+    numbers count decoded frames from 1. The frame rate is probed when the source is built.
     """
 
     def __init__(self, url: str | Path, camera: str | None = None,
-                 options: dict[str, str] | None = None, max_frames: int | None = None):
+                 options: dict[str, str] | None = None, max_frames: int | None = None,
+                 timeout: float | None = 10.0):
         self.url = str(url)
+        self.timeout = timeout
         self.live = self.url.lower().startswith(URL_SCHEMES)
         if not self.live and not Path(self.url).is_file():
             raise DataFormatError(f"{self.url}: no such video file")
@@ -132,7 +135,7 @@ class VideoSource(Source):
         self.frame_rate = 30.0
         av = _import_av()
         try:  # probe the frame rate
-            with av.open(self.url, options=self.options) as container:
+            with av.open(self.url, options=self.options, timeout=self.timeout) as container:
                 stream = container.streams.video[0]
                 rate = stream.average_rate or stream.guessed_rate
                 if rate:
@@ -142,7 +145,7 @@ class VideoSource(Source):
 
     def frames(self) -> Iterator[Frame]:
         av = _import_av()
-        with av.open(self.url, options=self.options) as container:
+        with av.open(self.url, options=self.options, timeout=self.timeout) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for n, vf in enumerate(container.decode(stream), 1):

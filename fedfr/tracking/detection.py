@@ -22,6 +22,7 @@ import numpy as np
 
 from fedfr.errors import ConfigError, DataFormatError
 from fedfr.tracking.motchallenge import PEDESTRIAN, read_ground_truth, read_rows, rows_by_frame
+from fedfr.tracking.optional import optional_import
 from fedfr.tracking.sources import Frame
 
 
@@ -236,13 +237,7 @@ class ExportedDetector(Detector):
             raise DataFormatError(f"{self.path}: no such detector file")
         self.input_size, self.mean, self.std, self.min_score = input_size, mean, std, min_score
         if self.path.suffix.lower() == ".onnx":
-            try:
-                import onnxruntime as ort
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigError(
-                    "ONNX detectors need the package 'onnxruntime': run `make install` "
-                    "(extra export)"
-                ) from exc
+            ort = optional_import("onnxruntime", "ONNX detectors", "export")
             self.session = ort.InferenceSession(
                 str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
             self.input_name = self.session.get_inputs()[0].name

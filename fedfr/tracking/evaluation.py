@@ -38,6 +38,7 @@ from fedfr.tracking.motchallenge import (
     read_rows,
     rows_by_frame,
 )
+from fedfr.tracking.optional import optional_import
 
 IOU_THRESHOLD = 0.5
 METRICS = ("idf1", "idp", "idr", "recall", "precision", "num_unique_objects", "mostly_tracked",
@@ -46,13 +47,7 @@ METRICS = ("idf1", "idp", "idr", "recall", "precision", "num_unique_objects", "m
 
 
 def _mm():
-    try:
-        import motmetrics
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "evaluation needs the package 'motmetrics': run `make install` (extra tracking)"
-        ) from exc
-    return motmetrics
+    return optional_import("motmetrics", "MOT evaluation", "tracking")
 
 
 def iou_tlwh(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 
 from fedfr.errors import ConfigError, DataFormatError
 from fedfr.tracking.motchallenge import SeqInfo, read_seqinfo
+from fedfr.tracking.optional import optional_import
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,7 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _import_av():
-    try:
-        import av
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "video sources need the package 'av' (PyAV): run `make install` (extra tracking)"
-        ) from exc
-    return av
+    return optional_import("av", "video sources (PyAV)", "tracking")
 
 
 class VideoSource(Source):

@@ -18,14 +18,27 @@ import numpy as np
 from fedfr.tracking.bytetrack import TrackOutput
 
 
-class MotWriter:
-    """Append one camera's tracks frame by frame to a MOTChallenge result file."""
+class _LineWriter:
+    """A text file opened for writing (parents created), closed by ``close`` or ``with``."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: TextIO = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         self.rows = 0
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MotWriter(_LineWriter):
+    """Append one camera's tracks frame by frame to a MOTChallenge result file."""
 
     def write(self, frame: int, tracks: Iterable[TrackOutput],
               ids: dict[int, int] | None = None) -> None:
@@ -37,17 +50,7 @@ class MotWriter:
                            "-1,-1,-1\n")
             self.rows += 1
 
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> MotWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class AicWriter:
+class AicWriter(_LineWriter):
     """Append tracks of all cameras to one AI City Challenge submission file.
 
     ``camera_ids`` maps camera names to the integer ids the file uses; ``pixel_offset`` is
@@ -55,12 +58,9 @@ class AicWriter:
     """
 
     def __init__(self, path: str | Path, camera_ids: dict[str, int], pixel_offset: float = 0.0):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path)
         self.camera_ids = dict(camera_ids)
         self.pixel_offset = pixel_offset
-        self._fh: TextIO = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
-        self.rows = 0
 
     def write(self, camera: str, frame: int, tracks: Iterable[TrackOutput],
               ids: dict[int, int] | None = None,
@@ -73,15 +73,6 @@ class AicWriter:
             wx, wy = (world or {}).get(t.track_id, (-1.0, -1.0))
             self._fh.write(f"{cam} {tid} {frame} {x} {y} {w} {h} {wx:.6f} {wy:.6f}\n")
             self.rows += 1
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> AicWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def read_aic(path: str | Path) -> np.ndarray:

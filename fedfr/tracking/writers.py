@@ -50,6 +50,7 @@ class MotWriter(_LineWriter):
                            "-1,-1,-1\n")
             self.rows += 1
 
+
 class AicWriter(_LineWriter):
     """Append tracks of all cameras to one AI City Challenge submission file.
 

@@ -91,3 +91,13 @@ def test_realtime_mode_drops_and_still_tracks(tmp_path):
     r = rep.readers[src.camera]
     assert r.dropped > 0 and r.dropped + rep.frames[src.camera] == 60
     assert seen[-1][0] == 60 and seen[-1][1] >= 2  # the last frame arrived and is tracked
+
+
+def test_mot17_mini_in_realtime_mode_paced_at_30_fps(tmp_path):
+    args = run_mot.build_parser().parse_args(
+        ["--seq", str(SEQS[1]), "--out", str(tmp_path), "--realtime", "--no-images"])
+    out = run_mot.run(args)
+    r = out["report"].readers["MOT17-04-FRCNN"]
+    assert r.error is None and r.read == 8
+    assert out["report"].frames["MOT17-04-FRCNN"] + r.dropped == 8
+    assert out["report"].wall_s >= 7 / 30 - 0.01  # paced like a 30 FPS camera

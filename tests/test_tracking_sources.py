@@ -125,3 +125,12 @@ def test_realtime_feed_drops_oldest_when_consumer_is_slow():
     assert stats.read == 200 and stats.dropped > 0
     assert len(seen) + stats.dropped == 200
     assert seen == sorted(seen) and seen[-1] == 200  # the newest frames survive
+
+
+def test_unreadable_video_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(DataFormatError, match="broken.mp4: cannot open as video"):
+        VideoSource(bad)
+    with pytest.raises(DataFormatError, match="no such video file"):
+        VideoSource(tmp_path / "missing.mp4")

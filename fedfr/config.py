@@ -23,6 +23,7 @@ from fedfr.errors import ConfigError
 #: key -> default. Order is the order of the README table.
 DEFAULTS: dict[str, Any] = {
     # --- experiment -------------------------------------------------------------------------
+    "task": "face",  # the workload (fedfr.workloads): face | reid
     "seed": 0,
     "output-dir": "outputs/default",  # relative paths resolve against $FEDFR_HOME (default ~/fedfr)
     "cache-dir": "cache",  # synthetic images and pre-trained checkpoints
@@ -173,6 +174,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 class Config:
     """Validated run configuration (snake_case attributes of ``DEFAULTS``' keys)."""
 
+    task: str
     seed: int
     output_dir: str
     cache_dir: str
@@ -245,6 +247,8 @@ class Config:
         """16-hex digest of the settings that change results (paths and round count excluded)."""
         skip = NON_SEMANTIC if exclude is None else exclude
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
+        if items.get("task") == "face":  # face digests stay those of runs made before `task`
+            del items["task"]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -289,6 +293,11 @@ def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Confi
         raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(DEFAULTS)}")
     for key, value in given.items():
         merged[key] = _coerce(key, value, DEFAULTS[key])
+    from fedfr.workloads import workload_names  # import-light registry (no workload loaded)
+
+    if merged["task"] not in workload_names():
+        raise ConfigError(f"config 'task': expected one of {workload_names()}, got "
+                          f"{merged['task']!r}")
     for key, options in CHOICES.items():
         if merged[key] not in options:
             raise ConfigError(f"config '{key}': expected one of {options}, got {merged[key]!r}")

@@ -1,0 +1,204 @@
+"""Sec. 7.7's federation of re-ID datasets: clients, unseen (generic) sets and the public set.
+
+Each client is one dataset (its train part trains, its query / gallery is that client's
+personalised test); the unseen datasets' query / gallery are the generic test; the public
+dataset (all of its images, train and test identities) serves pre-training, FedFR's hard
+negatives and the shared class matrix Phi_g. Datasets are named as in the reader registry
+(``fedfr.reid.data.registry``): real ones are read under ``data-root``; the synthetic domains
+(``synth-*``) are rendered once into ``<cache-dir>/reid-synthetic`` at the run's image size.
+
+Images are decoded and resized once per process into uint8 (3, H, W) tensors (``image_cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedfr.checkpoint import atomic_write_text
+from fedfr.config import Config
+from fedfr.errors import ConfigError
+from fedfr.reid.data.records import ReidImage, ReidSplit
+
+SYNTHETIC_PREFIX = "synth-"
+
+
+def names(value: str, key: str) -> list[str]:
+    """A comma-separated dataset list of the run config -> names (ConfigError if empty)."""
+    out = [n.strip() for n in value.split(",") if n.strip()]
+    if not out:
+        raise ConfigError(f"config '{key}': expected a comma-separated list of re-ID datasets, "
+                          f"got {value!r}")
+    return out
+
+
+def read_dataset(cfg: Config, name: str, data_root: str | None = None) -> ReidSplit:
+    """One dataset of the federation: a synthetic domain (rendered into the cache at
+    ``reid-height`` x ``reid-width``) or a registered real dataset under ``data-root``."""
+    from fedfr.reid.data.registry import get_dataset
+
+    if name.startswith(SYNTHETIC_PREFIX):
+        opts: dict[str, Any] = {"seed": cfg.seed, "height": cfg.reid_height,
+                                "width": cfg.reid_width}
+        if cfg.reid_synthetic_ids:
+            opts["num_ids"] = cfg.reid_synthetic_ids * (2 if name == "synth-public" else 1)
+        return get_dataset(name, cfg.cache_path / "reid-synthetic", **opts)
+    root = data_root or cfg.data_root
+    if not root:
+        raise ConfigError(f"config 'data-root': required to read the real re-ID dataset "
+                          f"{name!r} (the folder that holds its own folder, torchreid's layout)")
+    if not Path(root).is_absolute():
+        raise ConfigError(f"config 'data-root': expected an absolute path, got {root!r}")
+    return get_dataset(name, root)
+
+
+def _records_digest(h: Any, records: list[ReidImage], root: Path) -> None:
+    for r in records:
+        try:
+            rel = str(Path(r.path).relative_to(root))
+        except ValueError:
+            rel = Path(r.path).name
+        h.update(f"{rel}|{r.pid}|{r.camid}\n".encode())
+
+
+@dataclass
+class ReidFederatedSplit:
+    """Which dataset plays which role; saved as ``split.json`` next to the report."""
+
+    clients: list[ReidSplit]
+    unseen: list[ReidSplit]
+    public: ReidSplit
+
+    def content(self) -> dict[str, Any]:
+        def one(s: ReidSplit) -> dict[str, Any]:
+            h = hashlib.sha256()
+            for part in ("train", "query", "gallery"):
+                h.update(part.encode())
+                _records_digest(h, getattr(s, part), s.root)
+            return {"name": s.name, "root": str(s.root), "summary": s.summary(),
+                    "records-digest": h.hexdigest()[:16]}
+
+        return {"task": "reid", "clients": [one(s) for s in self.clients],
+                "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
+
+    def digest(self) -> str:
+        body = self.content()
+        for role in ("clients", "unseen"):  # where a copy lives does not change the data
+            for d in body[role]:
+                d.pop("root")
+        body["public"].pop("root")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {"clients": {s.name: s.summary() for s in self.clients},
+                "unseen": {s.name: s.summary() for s in self.unseen},
+                "public": {self.public.name: self.public.summary()}}
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(json.dumps({**self.content(), "digest": self.digest()}, indent=1),
+                          Path(path))
+
+
+# --- decoded images -----------------------------------------------------------------------------
+_IMAGES: dict[tuple[str, int, int], torch.Tensor] = {}
+_IMAGES_LOCK = threading.Lock()
+
+
+def image_tensor(records: list[ReidImage], height: int, width: int) -> torch.Tensor:
+    """uint8 (N, 3, height, width) images of ``records`` (decoded once per process)."""
+    from fedfr.reid.data.dataset import load_image
+    from fedfr.reid.data.transforms import pil_to_uint8
+
+    out = []
+    for r in records:
+        key = (str(r.path), height, width)
+        with _IMAGES_LOCK:
+            x = _IMAGES.get(key)
+        if x is None:
+            x = pil_to_uint8(load_image(r.path), height, width)
+            with _IMAGES_LOCK:
+                _IMAGES[key] = x
+        out.append(x)
+    if not out:
+        return torch.empty(0, 3, height, width, dtype=torch.uint8)
+    return torch.stack(out)
+
+
+def all_records(split: ReidSplit) -> tuple[list[ReidImage], list[int]]:
+    """Every image of a public dataset (train and test identities; pid-0 distractors left out)
+    and its class labels 0..K_g-1 (sorted pid order; test pids offset past the train pids)."""
+    recs = [r for r in split.train] + [r for r in split.query + split.gallery if r.pid > 0]
+    keys = [(0, r.pid) for r in split.train] + [(1, r.pid) for r in recs[len(split.train):]]
+    mapping = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return recs, [mapping[k] for k in keys]
+
+
+# --- the federation's data, per process ---------------------------------------------------------
+class ReidWorkspace:
+    """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
+
+    def __init__(self, cfg: Config, data_root: str | None = None) -> None:
+        self.cfg, self.data_root = cfg, data_root
+        self.client_names = names(cfg.reid_clients, "reid-clients")
+        self.unseen_names = names(cfg.reid_unseen, "reid-unseen")
+        self.public_name = cfg.reid_public.strip()
+        if not self.public_name or "," in self.public_name:
+            raise ConfigError(f"config 'reid-public': expected one re-ID dataset name, got "
+                              f"{cfg.reid_public!r}")
+        self._splits: dict[str, ReidSplit] = {}
+        self._lock = threading.Lock()
+
+    def dataset(self, name: str) -> ReidSplit:
+        with self._lock:
+            if name not in self._splits:
+                self._splits[name] = read_dataset(self.cfg, name, self.data_root)
+            return self._splits[name]
+
+    def client_name(self, partition_id: int) -> str:
+        if not 0 <= partition_id < len(self.client_names):
+            raise ConfigError(f"partition-id {partition_id} out of range: reid-clients names "
+                              f"{len(self.client_names)} datasets ({self.cfg.reid_clients})")
+        return self.client_names[partition_id]
+
+    def client(self, partition_id: int) -> ReidSplit:
+        return self.dataset(self.client_name(partition_id))
+
+    def public(self) -> tuple[list[ReidImage], list[int]]:
+        return all_records(self.dataset(self.public_name))
+
+    def unseen(self) -> list[ReidSplit]:
+        return [self.dataset(n) for n in self.unseen_names]
+
+    @property
+    def split(self) -> ReidFederatedSplit:
+        return ReidFederatedSplit([self.dataset(n) for n in self.client_names], self.unseen(),
+                                  self.dataset(self.public_name))
+
+    def images(self, records: list[ReidImage]) -> torch.Tensor:
+        return image_tensor(records, self.cfg.reid_height, self.cfg.reid_width)
+
+
+_WORKSPACES: dict[tuple, ReidWorkspace] = {}
+_WS_LOCK = threading.Lock()
+
+#: run-config keys that determine the data of a re-ID federation
+DATA_KEYS = ("seed", "data-root", "cache-dir", "reid-clients", "reid-unseen", "reid-public",
+             "reid-synthetic-ids", "reid-height", "reid-width")
+
+
+def open_reid_workspace(cfg: Config, data_root: str | None = None) -> ReidWorkspace:
+    """The federation's datasets, cached per process by the data settings."""
+    d = cfg.to_dict()
+    key = tuple(d[k] for k in DATA_KEYS) + (data_root,)
+    with _WS_LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = _WORKSPACES[key] = ReidWorkspace(cfg, data_root)
+    return ws
+

@@ -12,7 +12,7 @@ RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: install demo demo-orl ablation personalization hn-sweep ids-per-client split federation \
-	eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
+	eval-scale reid-eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
 
@@ -72,6 +72,12 @@ federation: $(STAMP)
 eval-scale: $(STAMP)
 	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.eval_scale --preset $(or $(PRESET),small) \
 	  --out $(CURDIR)/outputs/eval_scale
+
+## reid-eval-scale: re-ID CMC/mAP and re-ranking at Market's size against the product alone
+## (PRESET=market|quick)
+reid-eval-scale: $(STAMP)
+	FEDFR_NUM_THREADS=1 nice -n 5 $(BIN)/python -m benchmarks.reid_eval_scale \
+	  --preset $(or $(PRESET),market) --out $(CURDIR)/outputs/reid_eval_scale
 
 ## pruning: CAIE / Taylor / L1 / uniform on digits and ORL, CPO vs UR, the face model at 75 % FLOPs
 pruning: $(STAMP)

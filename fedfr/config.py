@@ -95,7 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "reid-clients": "synth-market,synth-duke,synth-cuhk,synth-msmt",  # one dataset per client
     "reid-unseen": "synth-viper,synth-ilids,synth-grid,synth-prid",  # the generic test sets
     "reid-public": "synth-public",  # pre-training, hard negatives and Phi_g
-    "reid-synthetic-ids": 0,  # identities per synthetic domain (public: twice); 0 = the preset's
+    "reid-synthetic-ids": 60,  # identities per synthetic domain (public: twice); 0 = preset (150)
     "reid-model": "small_reid",  # small_reid | resnet18 | resnet34 | resnet50 (paper)
     "reid-height": 64,  # input height in pixels (paper: 256)
     "reid-width": 32,  # input width (paper: 128)
@@ -108,7 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "reid-pretrain-lr": 3.5e-4,  # Adam learning rate of pre-training (BoT)
     "reid-warmup-epochs": 2,  # linear warm-up of pre-training (BoT: 10 of 120 epochs)
     "reid-classifier-lr-scale": 10.0,  # classifier lr / backbone lr in local rounds (Sec. 7.7)
-    "reid-hn-ratio": 1.0,  # at most ratio x N_l hardest negatives per round; 0 = all above t_HN
+    "reid-hn-ratio": 0.25,  # at most ratio x N_l hardest negatives per round; 0 = all above t_HN
     "reid-ap": "noninterp",  # noninterp (torchreid, fast-reid) | trapezoid (Market MATLAB, FedReID)
 }
 

@@ -257,8 +257,9 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
     model = load_received(cfg, received, own, images)
     global_model = _frozen(model)
     local_feats = embed(cfg, global_model, images)
-    if state is None:
-        state = PersonalState(w=imprint(local_feats, labels, k_l))
+    if state is None:  # imprinted at Phi_g's row norm, so that local and public logits compare
+        scale = float(phi.norm(dim=1).mean()) if phi is not None and cfg.uses_public_data else 1.0
+        state = PersonalState(w=imprint(local_feats, labels, k_l) * scale)
     use_public = cfg.uses_public_data
     hn_idx = torch.empty(0, dtype=torch.long)
     recs, x_u8, y = list(records), images, labels.long()

@@ -86,7 +86,9 @@ class ReidWorkload(Workload):
         n = len([c for c in cfg.reid_clients.split(",") if c.strip()])
         if cfg.num_clients and cfg.num_clients != n:
             raise ConfigError(f"config 'num-clients' = {cfg.num_clients} but 'reid-clients' names "
-                              f"{n} datasets (task 'reid': one client per dataset)")
+                              f"{n} datasets (task 'reid': one client per dataset; with "
+                              f"num-clients = 0 start {n} SuperNodes, e.g. flwr run . "
+                              f"--federation-config 'num-supernodes={n}')")
         if cfg.batch_size % cfg.reid_instances:
             raise ConfigError(f"config 'batch-size' = {cfg.batch_size}: task 'reid' needs a "
                               f"multiple of reid-instances = {cfg.reid_instances} (P x K batches)")

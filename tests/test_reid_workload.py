@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -197,3 +198,25 @@ def test_table_7_5_layout() -> None:
     assert "| FedAvg Theta_l | 35.5 |" in text
     assert "| FedAvg Theta_g | 15.0 | 25.0 | 15.0 | 25.0 |" in text
     assert "trapezoid" in text
+
+
+def test_reid_benchmark_rows_and_table(tiny_reid_root: Path, tmp_path: Path) -> None:
+    from benchmarks.reid_benchmark import bytes_per_round, markdown, run
+
+    conf = reid_config(tiny_reid_root, tmp_path, **{"num-server-rounds": 1})
+    conf.pop("output-dir")
+    methods = ["pre-trained", "local supervised", "FedAvg", "central (union)"]
+    frame = run(conf, [0], tmp_path / "bench", methods)
+    assert list(frame["method"]) == methods
+    for col in ("tiny-a.mAP", "tiny-b.rank1"):
+        assert frame[col].between(0, 1).all(), col
+    local = frame["method"] == "local supervised"  # a client's own model: no unseen column
+    assert frame[local]["tiny-unseen.mAP"].isna().all()
+    assert frame[~local]["tiny-unseen.mAP"].between(0, 1).all()
+    fedavg = frame[frame["method"] == "FedAvg"]["bytes_per_round"].iloc[0]
+    fedfr = bytes_per_round(resolve({**conf, "strategy": "fedfr"}))
+    assert fedfr == fedavg + 2 * 2 * 12 * 192 * 4  # + Phi_g (K_g = 12 ids x d), both ways
+    other = frame.assign(seed=1, **{"tiny-a.mAP": frame["tiny-a.mAP"] * 0.5})  # a second seed
+    text = markdown(pd.concat([frame, other]), ["tiny-a", "tiny-b"], ["tiny-unseen"],
+                    "noninterp")
+    assert "| FedAvg |" in text and "+-" in text and "seeds [0, 1]" in text

@@ -220,3 +220,32 @@ def test_reid_benchmark_rows_and_table(tiny_reid_root: Path, tmp_path: Path) -> 
     text = markdown(pd.concat([frame, other]), ["tiny-a", "tiny-b"], ["tiny-unseen"],
                     "noninterp")
     assert "| FedAvg |" in text and "+-" in text and "seeds [0, 1]" in text
+
+
+@pytest.mark.slow  # renders three synthetic domains (about 10 s)
+def test_reid_nodes_read_only_their_own_exported_folder(tmp_path: Path) -> None:
+    """``make federation``'s export for re-ID: each node gets its own synthetic domain (and the
+    public one), a run over node-local folders matches the simulation's client data."""
+    from fedfr.node_data import NodeDataError
+    from fedfr.workloads.base import NodeInfo
+
+    conf = {"task": "reid", "reid-clients": "synth-market,synth-duke",
+            "reid-unseen": "synth-viper", "reid-synthetic-ids": 4, "num-clients": 2,
+            "min-train-nodes": 2, "num-server-rounds": 1, "pretrain-epochs": 1,
+            "local-epochs": 1, "batch-size": 8, "reid-instances": 2, "reid-height": 32,
+            "reid-width": 16, "final-eval-models": "global",
+            "output-dir": str(tmp_path / "out"), "cache-dir": str(tmp_path / "cache")}
+    cfg = resolve(conf)
+    workload = get_workload("reid")
+    dirs = workload.export_nodes(cfg, tmp_path / "nodes")
+    assert [d.name for d in dirs] == ["client-0000", "client-0001"]
+    doc = json.loads((dirs[1] / "node.json").read_text())
+    assert doc["datasets"] == ["synth-duke", "synth-public"] and doc["partition-id"] == 1
+    assert not list(dirs[1].rglob("*synth-market*"))  # nobody else's images
+    ncs = [{"partition-id": i, "num-partitions": 2, "data-dir": str(d)}
+           for i, d in enumerate(dirs)]
+    report = run_federation(InProcessGrid(client_app, 2, cfg.to_dict(), node_configs=ncs), cfg)
+    assert report["rounds"][0]["aggregated"] and not report["failures"]["final-evaluation"]
+    node = NodeInfo(0, {"data-dir": str(dirs[1])}, tmp_path / "state")
+    with pytest.raises(NodeDataError, match="holds client 1's data"):
+        workload.evaluate(cfg, node, None, 0, None, ["global"])

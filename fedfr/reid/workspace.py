@@ -23,7 +23,9 @@ import torch
 
 from fedfr.checkpoint import atomic_write_text
 from fedfr.config import Config
+from fedfr.data.export import NODE_MANIFEST
 from fedfr.errors import ConfigError
+from fedfr.node_data import NodeDataError
 from fedfr.reid.data.records import ReidImage, ReidSplit
 
 SYNTHETIC_PREFIX = "synth-"
@@ -38,9 +40,11 @@ def names(value: str, key: str) -> list[str]:
     return out
 
 
-def read_dataset(cfg: Config, name: str, data_root: str | None = None) -> ReidSplit:
+def read_dataset(cfg: Config, name: str, data_root: str | None = None,
+                 node_dir: str | Path | None = None) -> ReidSplit:
     """One dataset of the federation: a synthetic domain (rendered into the cache at
-    ``reid-height`` x ``reid-width``) or a registered real dataset under ``data-root``."""
+    ``reid-height`` x ``reid-width``) or a registered real dataset under ``data-root``.
+    ``node_dir``: a node's own folder (``export_reid_nodes``), which holds both kinds."""
     from fedfr.reid.data.registry import get_dataset
 
     if name.startswith(SYNTHETIC_PREFIX):
@@ -48,7 +52,10 @@ def read_dataset(cfg: Config, name: str, data_root: str | None = None) -> ReidSp
                                 "width": cfg.reid_width}
         if cfg.reid_synthetic_ids:
             opts["num_ids"] = cfg.reid_synthetic_ids * (2 if name == "synth-public" else 1)
-        return get_dataset(name, cfg.cache_path / "reid-synthetic", **opts)
+        base = Path(node_dir) if node_dir is not None else cfg.cache_path
+        return get_dataset(name, base / "reid-synthetic", **opts)
+    if node_dir is not None:
+        return get_dataset(name, Path(node_dir) / "data")
     root = data_root or cfg.data_root
     if not root:
         raise ConfigError(f"config 'data-root': required to read the real re-ID dataset "
@@ -143,8 +150,9 @@ def all_records(split: ReidSplit) -> tuple[list[ReidImage], list[int]]:
 class ReidWorkspace:
     """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
 
-    def __init__(self, cfg: Config, data_root: str | None = None) -> None:
-        self.cfg, self.data_root = cfg, data_root
+    def __init__(self, cfg: Config, data_root: str | None = None,
+                 node_dir: str | None = None) -> None:
+        self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
         self.client_names = names(cfg.reid_clients, "reid-clients")
         self.unseen_names = names(cfg.reid_unseen, "reid-unseen")
         self.public_name = cfg.reid_public.strip()
@@ -157,8 +165,15 @@ class ReidWorkspace:
     def dataset(self, name: str) -> ReidSplit:
         with self._lock:
             if name not in self._splits:
-                self._splits[name] = read_dataset(self.cfg, name, self.data_root)
+                if self.node_dir is not None and name not in self.node_datasets():
+                    raise NodeDataError(f"{self.node_dir}: this node holds "
+                                        f"{self.node_datasets()}, not {name!r}")
+                self._splits[name] = read_dataset(self.cfg, name, self.data_root, self.node_dir)
             return self._splits[name]
+
+    def node_datasets(self) -> list[str]:
+        """The datasets in this node's folder (its ``node.json``)."""
+        return list(read_node_manifest(self.node_dir)["datasets"]) if self.node_dir else []
 
     def client_name(self, partition_id: int) -> str:
         if not 0 <= partition_id < len(self.client_names):
@@ -184,6 +199,46 @@ class ReidWorkspace:
         return image_tensor(records, self.cfg.reid_height, self.cfg.reid_width)
 
 
+def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) -> dict[str, Any]:
+    """A node folder's ``node.json`` (NodeDataError naming the path and what is wrong)."""
+    root = Path(node_dir)
+    if not root.is_absolute() or not root.is_dir():
+        raise NodeDataError(f"node-config data-dir {root}: expected an existing absolute folder "
+                            "written by the re-ID node export")
+    path = root / NODE_MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NodeDataError(f"{path}: unreadable node manifest ({exc})") from exc
+    if doc.get("task") != "reid":
+        raise NodeDataError(f"{path}: not a re-ID node folder (task {doc.get('task')!r})")
+    if partition_id is not None and doc.get("partition-id") != partition_id:
+        raise NodeDataError(f"{path}: holds client {doc.get('partition-id')}'s data, but this "
+                            f"node has partition-id={partition_id}")
+    return doc
+
+
+def export_reid_nodes(cfg: Config, out: Path) -> list[Path]:
+    """One folder per client under ``out``: its own dataset (and the public one with FedFR),
+    rendered there (synthetic domains), and ``node.json``; returns them in partition order."""
+    ws = ReidWorkspace(cfg)
+    dirs = []
+    for i, name in enumerate(ws.client_names):
+        folder = Path(out) / f"client-{i:04d}"
+        wanted = [name] + ([ws.public_name] if cfg.uses_public_data else [])
+        for ds in wanted:
+            if not ds.startswith(SYNTHETIC_PREFIX):
+                raise ConfigError(f"re-ID node export of the real dataset {ds!r} is not "
+                                  "implemented: put a copy under each node's data-dir/data/")
+            read_dataset(cfg, ds, node_dir=folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({"task": "reid", "partition-id": i, "datasets": wanted,
+                                      "split-digest": ws.split.digest()}, indent=1),
+                          folder / NODE_MANIFEST)
+        dirs.append(folder)
+    return dirs
+
+
 _WORKSPACES: dict[tuple, ReidWorkspace] = {}
 _WS_LOCK = threading.Lock()
 
@@ -192,13 +247,15 @@ DATA_KEYS = ("seed", "data-root", "cache-dir", "reid-clients", "reid-unseen", "r
              "reid-synthetic-ids", "reid-height", "reid-width")
 
 
-def open_reid_workspace(cfg: Config, data_root: str | None = None) -> ReidWorkspace:
-    """The federation's datasets, cached per process by the data settings."""
+def open_reid_workspace(cfg: Config, data_root: str | None = None,
+                        node_dir: str | None = None) -> ReidWorkspace:
+    """The federation's datasets, cached per process by the data settings; ``node_dir``: a
+    node's exported folder (only its own datasets are readable)."""
     d = cfg.to_dict()
-    key = tuple(d[k] for k in DATA_KEYS) + (data_root,)
+    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
     with _WS_LOCK:
         ws = _WORKSPACES.get(key)
         if ws is None:
-            ws = _WORKSPACES[key] = ReidWorkspace(cfg, data_root)
+            ws = _WORKSPACES[key] = ReidWorkspace(cfg, data_root, node_dir)
     return ws
 

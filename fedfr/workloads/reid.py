@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,13 +25,19 @@ from fedfr.checkpoint import digest_of, load_pretrained, save_pretrained
 from fedfr.client_state import ClientStateStore
 from fedfr.config import Config, resolve_path
 from fedfr.errors import ConfigError
+from fedfr.node_data import NodeDataError
 from fedfr.reid import federated as fed
-from fedfr.reid.workspace import ReidWorkspace, open_reid_workspace
+from fedfr.reid.workspace import (
+    ReidWorkspace,
+    export_reid_nodes,
+    open_reid_workspace,
+    read_node_manifest,
+)
 from fedfr.training.batches import seeded_generator
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from strategies.records import pack_arrays, unpack_arrays
 
-log = logging.getLogger("clients.app")
+log = logging.getLogger(__name__)
 
 #: metrics of one query / gallery evaluation kept per dataset in the reports
 PER_SET = ("mAP", "rank1")
@@ -158,7 +165,21 @@ class ReidWorkload(Workload):
         return table_7_5(report)
 
     # --- client side -----------------------------------------------------------------------------
+    def export_nodes(self, cfg: Config, out: Path) -> list[Path]:
+        return export_reid_nodes(cfg, out)
+
     def _workspace(self, cfg: Config, node: NodeInfo) -> ReidWorkspace:
+        """Simulation: every dataset (``data-root`` from node-config overrides the run's);
+        deployment (node-config ``data-dir``): only the node's own exported folder."""
+        node_dir = str(node.node_config.get("data-dir", "") or "") or None
+        if node_dir is not None:
+            doc = read_node_manifest(node_dir, node.partition_id)
+            ws = open_reid_workspace(cfg, node_dir=node_dir)
+            if doc["datasets"][0] != ws.client_name(node.partition_id):
+                raise NodeDataError(f"{node_dir}: holds {doc['datasets'][0]!r}, but client "
+                                    f"{node.partition_id} of reid-clients is "
+                                    f"{ws.client_name(node.partition_id)!r}")
+            return ws
         return open_reid_workspace(cfg, str(node.node_config.get("data-root", "")) or None)
 
     def train(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,

@@ -249,3 +249,25 @@ def test_reid_nodes_read_only_their_own_exported_folder(tmp_path: Path) -> None:
     node = NodeInfo(0, {"data-dir": str(dirs[1])}, tmp_path / "state")
     with pytest.raises(NodeDataError, match="holds client 1's data"):
         workload.evaluate(cfg, node, None, 0, None, ["global"])
+
+
+def test_fedfr_evaluate_reid_writes_csv_markdown_and_cmc(tiny_reid_root: Path,
+                                                         tmp_path: Path) -> None:
+    from fedfr.cli import main
+    from fedfr.reid.models import build_reid_model
+    from strategies.records import pack_arrays
+
+    torch.manual_seed(0)
+    net = build_reid_model("small_reid")
+    ckpt = tmp_path / "final_model.pt"  # a federation's layout: backbone.* keys (+ phi)
+    torch.save({**pack_arrays(net.state_dict(), torch.zeros(3, 192)).to_torch_state_dict()},
+               ckpt)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "reid", "--dataset", "market1501", "--root",
+                 str(tiny_reid_root / "tiny-a"), "--checkpoint", str(ckpt), "--out", str(out),
+                 "--height", str(H), "--width", str(W), "--ap", "trapezoid"]) == 0
+    row = pd.read_csv(out / "reid_market1501.csv").iloc[0]
+    assert row["queries"] == 8 and row["invalid-queries"] == 0  # 4 test ids x 2 query cameras
+    assert 0 <= row["mAP-trapezoid"] <= 1 and row["mAP"] == row["mAP-trapezoid"]
+    assert (out / "reid_market1501_cmc.png").stat().st_size > 0
+    assert "trapezoid AP" in (out / "reid_market1501.md").read_text()

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a .bin file (repeat for several sets)")
     b.add_argument("--folds", type=int, default=10)
     _common(b)
+    from fedfr.commands import evaluate_reid
+
+    evaluate_reid.add_parser(sub)
 
 
 def _cache(args: argparse.Namespace):
@@ -130,6 +133,10 @@ def main(args: argparse.Namespace) -> int:
     from fedfr.evaluation.outputs import load_model
 
     configure_threads()
+    if args.protocol == "reid":
+        from fedfr.commands import evaluate_reid
+
+        return evaluate_reid.main(args)
     model = load_model(args.checkpoint, args.model, args.embedding_size, args.image_size)
     model.to(args.device)
     args.out.mkdir(parents=True, exist_ok=True)

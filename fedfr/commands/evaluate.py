@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-flip", action="store_true",
                    help="do not add the mirrored image's features")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--verify", action="store_true",
+                   help="key the feature cache by a hash of every byte of the data (default: "
+                        "size + mtime + sampled bytes per file; docs/evaluation.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +141,8 @@ def main(args: argparse.Namespace) -> int:
         from fedfr.commands import evaluate_reid
 
         return evaluate_reid.main(args)
+    if args.verify:
+        os.environ["FEDFR_VERIFY_DIGESTS"] = "1"  # read by fedfr.digest
     model = load_model(args.checkpoint, args.model, args.embedding_size, args.image_size)
     model.to(args.device)
     args.out.mkdir(parents=True, exist_ok=True)

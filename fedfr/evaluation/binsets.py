@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from fedfr.data.transforms import to_uint8_chw
+from fedfr.digest import require_file
 from fedfr.errors import DataFormatError
 from fedfr.evaluation.cache import FeatureCache, files_digest, model_digest
 from fedfr.evaluation.features import embed
@@ -128,6 +129,7 @@ def evaluate_bin(model: nn.Module, path: Path | str, cache: FeatureCache | None 
     size = int(getattr(model, "input_size", 112))
     settings = {"protocol": "bin", "flip": flip, "input_size": size}
     cache = cache or FeatureCache(None)
+    require_file(path, "verification .bin file")  # before hashing it
     key = FeatureCache.key(model_digest(model), files_digest([path]), settings)
     issame_holder: dict[str, np.ndarray] = {}
 

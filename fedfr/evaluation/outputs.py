@@ -131,8 +131,10 @@ def load_model(checkpoint: Path, model: str | None, embedding_size: int | None,
                image_size: int | None) -> nn.Module:
     """Build the backbone (settings from the arguments, else from the run's report.json, else
     small_cnn / 512 / 112) and load the checkpoint's weights into it."""
+    from fedfr.digest import require_file
     from fedfr.models import get_model
 
+    require_file(checkpoint, "checkpoint")
     found = run_model_settings(checkpoint)
     name = model or found.get("model") or "small_cnn"
     emb = int(embedding_size or found.get("embedding-size") or 512)

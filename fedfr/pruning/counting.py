@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedfr.errors import FedFRError
+
 CONVENTIONS = ("eq5.7", "full")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -37,7 +39,7 @@ _POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgP
 COUNTED_WITH_PARAMS = _CONV + (nn.Linear, nn.PReLU, nn.MultiheadAttention) + _NORM
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(FedFRError, ValueError):
     """A layer the counter or the pruner cannot handle (the message names it)."""
 
 

@@ -271,3 +271,29 @@ def test_fedfr_evaluate_reid_writes_csv_markdown_and_cmc(tiny_reid_root: Path,
     assert 0 <= row["mAP-trapezoid"] <= 1 and row["mAP"] == row["mAP-trapezoid"]
     assert (out / "reid_market1501_cmc.png").stat().st_size > 0
     assert "trapezoid AP" in (out / "reid_market1501.md").read_text()
+
+
+def test_generic_protocol_averages_the_ten_seeded_splits(tiny_reid_root: Path,
+                                                         tmp_path: Path) -> None:
+    """VIPeR-like unseen sets: the single-gallery-shot protocol over 10 seeded random splits,
+    mean and std in the report (a fixed-split set has one)."""
+    from fedfr.reid.data.fixtures import write_viper
+
+    write_viper(tiny_reid_root, ids=8)
+    cfg = resolve(reid_config(tiny_reid_root, tmp_path, **{"reid-unseen": "viper,tiny-unseen"}))
+    workload = get_workload("reid")
+    ws = workload.open_server_data(cfg)
+    splits = dict(ws.unseen_splits())
+    assert len(splits["viper"]) == 10 and len(splits["tiny-unseen"]) == 1
+    galleries = {tuple(r.path.name for r in s.gallery) for s in splits["viper"]}
+    assert len(galleries) > 1  # the splits differ
+    arrays, _ = workload.initial_arrays(cfg, ws)
+    gen = workload.evaluate_generic(cfg, ws, arrays)
+    assert gen["viper.splits"] == 10 and gen["viper.mAP_std"] >= 0
+    assert "tiny-unseen.splits" not in gen
+    assert gen["mAP"] == pytest.approx((gen["viper.mAP"] + gen["tiny-unseen.mAP"]) / 2)
+    from fedfr.reid.workspace import ReidWorkspace
+
+    again = ReidWorkspace(cfg)  # not the per-process cache: read and drawn afresh
+    assert [s.gallery for s in dict(again.unseen_splits())["viper"]] == \
+        [s.gallery for s in splits["viper"]]  # seeded: the same splits again

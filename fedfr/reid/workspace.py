@@ -40,8 +40,27 @@ def names(value: str, key: str) -> list[str]:
     return out
 
 
+def split_options(name: str, split_id: int, seed: int) -> dict[str, Any]:
+    """``split_id`` (and ``seed``) for a reader that draws random splits; {} for the others."""
+    import inspect
+
+    from fedfr.reid.data.registry import _READERS, list_datasets
+
+    list_datasets()  # loads the built-in readers
+    reader = _READERS.get(name)
+    params = inspect.signature(reader).parameters if reader is not None else {}
+    if "split_id" not in params:
+        return {}
+    return {"split_id": split_id, **({"seed": seed} if "seed" in params else {})}
+
+
+def num_splits(name: str) -> int:
+    """1 for a dataset with a fixed split; else the protocol's 10 random splits."""
+    return 1 if name.startswith(SYNTHETIC_PREFIX) or not split_options(name, 0, 0) else 10
+
+
 def read_dataset(cfg: Config, name: str, data_root: str | None = None,
-                 node_dir: str | Path | None = None) -> ReidSplit:
+                 node_dir: str | Path | None = None, split_id: int = 0) -> ReidSplit:
     """One dataset of the federation: a synthetic domain (rendered into the cache at
     ``reid-height`` x ``reid-width``) or a registered real dataset under ``data-root``.
     ``node_dir``: a node's own folder (``export_reid_nodes``), which holds both kinds."""
@@ -54,15 +73,16 @@ def read_dataset(cfg: Config, name: str, data_root: str | None = None,
             opts["num_ids"] = cfg.reid_synthetic_ids * (2 if name == "synth-public" else 1)
         base = Path(node_dir) if node_dir is not None else cfg.cache_path
         return get_dataset(name, base / "reid-synthetic", **opts)
+    opts = split_options(name, split_id, cfg.seed)
     if node_dir is not None:
-        return get_dataset(name, Path(node_dir) / "data")
+        return get_dataset(name, Path(node_dir) / "data", **opts)
     root = data_root or cfg.data_root
     if not root:
         raise ConfigError(f"config 'data-root': required to read the real re-ID dataset "
                           f"{name!r} (the folder that holds its own folder, torchreid's layout)")
     if not Path(root).is_absolute():
         raise ConfigError(f"config 'data-root': expected an absolute path, got {root!r}")
-    return get_dataset(name, root)
+    return get_dataset(name, root, **opts)
 
 
 def _records_digest(h: Any, records: list[ReidImage], root: Path) -> None:
@@ -162,14 +182,16 @@ class ReidWorkspace:
         self._splits: dict[str, ReidSplit] = {}
         self._lock = threading.Lock()
 
-    def dataset(self, name: str) -> ReidSplit:
+    def dataset(self, name: str, split_id: int = 0) -> ReidSplit:
+        key = name if split_id == 0 else f"{name}#{split_id}"
         with self._lock:
-            if name not in self._splits:
+            if key not in self._splits:
                 if self.node_dir is not None and name not in self.node_datasets():
                     raise NodeDataError(f"{self.node_dir}: this node holds "
                                         f"{self.node_datasets()}, not {name!r}")
-                self._splits[name] = read_dataset(self.cfg, name, self.data_root, self.node_dir)
-            return self._splits[name]
+                self._splits[key] = read_dataset(self.cfg, name, self.data_root, self.node_dir,
+                                                 split_id)
+            return self._splits[key]
 
     def node_datasets(self) -> list[str]:
         """The datasets in this node's folder (its ``node.json``)."""
@@ -188,7 +210,14 @@ class ReidWorkspace:
         return all_records(self.dataset(self.public_name))
 
     def unseen(self) -> list[ReidSplit]:
+        """Each unseen set's first split (split 0)."""
         return [self.dataset(n) for n in self.unseen_names]
+
+    def unseen_splits(self) -> list[tuple[str, list[ReidSplit]]]:
+        """Each unseen set with all its evaluation splits: one for a fixed-split set, the 10
+        seeded random splits of VIPeR, GRID, iLIDS, PRID (single-gallery-shot protocols)."""
+        return [(n, [self.dataset(n, k) for k in range(num_splits(n))])
+                for n in self.unseen_names]
 
     @property
     def split(self) -> ReidFederatedSplit:

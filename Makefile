@@ -26,18 +26,22 @@ $(STAMP): pyproject.toml $(LOCK)
 
 ## lock: re-resolve requirements/lock.txt to the newest versions pyproject.toml allows (uv, which
 ## comes with Flower), keeping torch + torchvision at the pair in requirements/constraints.txt
-lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements/constraints.txt \
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras -c requirements/constraints.txt \
 	  --python-version 3.11 --universal --upgrade --no-header --quiet -o $(LOCK).new
 	(sed -n '1,/^$$/p' $(LOCK); cat $(LOCK).new) > $(LOCK).tmp && rm $(LOCK).new && mv $(LOCK).tmp $(LOCK)
 	@git diff --stat -- $(LOCK) 2>/dev/null || true
 	@echo "lock refreshed: now run make test-all, and commit $(LOCK) if it passes"
 
+$(BIN)/uv:  # the locked uv alone: make lock must work before the new lock installs
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$$(grep -E '^uv==' $(LOCK) | cut -d' ' -f1)"
+
 ## test-latest: the fast suite on the newest versions pyproject.toml allows, in a scratch venv
 ## (finds drift on purpose; prints what differs from the lock)
 test-latest:
 	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev,tracking,export]"
 	$(LATEST)/bin/python -m pip freeze --all --exclude-editable > $(LATEST)/versions.txt
 	@echo "versions that differ from $(LOCK):"; \
 	  $(LATEST)/bin/python scripts/lock_drift.py $(LOCK) $(LATEST)/versions.txt

@@ -60,6 +60,17 @@ def user_error_message(exc: BaseException) -> str | None:
     return lines[0] + (" (more with --debug)" if len(lines) > 1 else "")
 
 
+def first_detail(exc: BaseException, limit: int = 240) -> str:
+    """The first informative line of ``exc``'s message, at most ``limit`` characters: for
+    torch's ``load_state_dict`` errors the first mismatch (``size mismatch for fc.weight: ...``,
+    ``Missing key(s) in state_dict: ...``) rather than its header line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def run_entry_point(main: Callable[[], int | None], prog: str, debug: bool = False) -> int:
     """Call ``main()``; a user error becomes ``<prog>: error: <one line>`` on stderr and its
     exit status (traceback first under --debug). Other exceptions propagate unchanged."""

@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from fedfr.errors import ConfigError
 from fedfr.runtime import configure_threads
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,11 @@ def main(args: argparse.Namespace) -> int:
     if args.verify:
         os.environ["FEDFR_VERIFY_DIGESTS"] = "1"  # read by fedfr.digest
     model = load_model(args.checkpoint, args.model, args.embedding_size, args.image_size)
-    model.to(args.device)
+    try:
+        model.to(args.device)
+    except (RuntimeError, AssertionError) as exc:  # unknown device string, no CUDA driver, ...
+        raise ConfigError(f"--device {args.device!r}: cannot use it ({str(exc).splitlines()[0]}); "
+                          "expected cpu, cuda or cuda:N on a machine that has it") from exc
     args.out.mkdir(parents=True, exist_ok=True)
     if args.protocol == "ijbc":
         _run_ijbc(args, model)

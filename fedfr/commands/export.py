@@ -38,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated client ids to export (default: all)")
 
 
+def _client_ids(text: str) -> list[int] | None:
+    """'0,2' -> [0, 2]; '' -> None (all); ConfigError naming --clients for anything else."""
+    items = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in items if not c.isdigit()]
+    if bad:
+        raise ConfigError(f"--clients: expected comma-separated client ids (0, 1, ...), "
+                          f"got {bad[0]!r}")
+    return [int(c) for c in items] or None
+
+
 def main(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     if args.config is not None:
@@ -67,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("config 'num-clients': set it (> 0) in the run config, or give "
                           "--manifest: the split needs the number of clients")
     ws = open_workspace(cfg, manifest=args.manifest)
-    clients = [int(c) for c in args.clients.split(",") if c.strip()] or None
+    clients = _client_ids(args.clients)
     out = args.out.resolve()
     ws.split.save(out / "split.json")
     paths = export_node_data(ws.source, ws.split, out, fmt=args.format, clients=clients)

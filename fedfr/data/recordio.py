@@ -29,7 +29,7 @@ from PIL import Image
 from fedfr.data.folder import decode_image
 from fedfr.data.source import FaceSource
 from fedfr.digest import files_fingerprint
-from fedfr.errors import DataFormatError
+from fedfr.errors import ConfigError, DataFormatError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -80,7 +80,7 @@ def encode_image(image: np.ndarray, fmt: str = "png") -> bytes:
     elif fmt in ("jpeg", "jpg"):
         Image.fromarray(arr).save(buf, format="JPEG", quality=95)
     else:
-        raise ValueError(f"image format must be 'png' or 'jpeg', got {fmt!r}")
+        raise ConfigError(f"image format must be 'png' or 'jpeg', got {fmt!r}")
     return buf.getvalue()
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from fedfr.data.transforms import to_uint8_chw
 from fedfr.digest import require_file
-from fedfr.errors import DataFormatError
+from fedfr.errors import ConfigError, DataFormatError
 from fedfr.evaluation.cache import FeatureCache, files_digest, model_digest
 from fedfr.evaluation.features import embed
 from fedfr.evaluation.metrics import level_key, tar_at_far
@@ -92,7 +92,8 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, n_folds: int = 10
         raise ValueError(f"kfold_accuracy: scores {scores.shape} and issame {issame.shape} "
                          "must be equal 1-D")
     if not (2 <= n_folds <= scores.shape[0]):
-        raise ValueError(f"kfold_accuracy: need 2 <= n_folds <= #pairs, got {n_folds}")
+        raise ConfigError(f"kfold_accuracy: folds (--folds) must be in 2..#pairs "
+                          f"({scores.shape[0]}), got {n_folds}")
     folds = np.array_split(np.arange(scores.shape[0]), n_folds)
     accs = []
     for k, test in enumerate(folds):

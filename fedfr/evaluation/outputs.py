@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fedfr.checkpoint import safe_load
-from fedfr.errors import DataFormatError
+from fedfr.errors import DataFormatError, first_detail
 
 
 def _fmt(v: Any, count: bool = False) -> str:
@@ -145,5 +145,5 @@ def load_model(checkpoint: Path, model: str | None, embedding_size: int | None,
         net.load_state_dict(state)
     except RuntimeError as e:
         raise DataFormatError(f"{checkpoint}: weights do not fit model {name} (d={emb}, "
-                              f"input {size}): {str(e).splitlines()[0]}") from e
+                              f"input {size}): {first_detail(e)}") from e
     return net.eval()

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedfr.errors import FedFRError
+from fedfr.errors import ConfigError, FedFRError
 
 CONVENTIONS = ("eq5.7", "full")
 
@@ -145,7 +145,7 @@ def count_resources(model: nn.Module, example_input: torch.Tensor,
     ValueError for an unknown convention.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise ConfigError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     check_supported(model)
     layers: list[LayerCount] = []
     seen: set[int] = set()

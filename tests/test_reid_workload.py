@@ -297,3 +297,13 @@ def test_generic_protocol_averages_the_ten_seeded_splits(tiny_reid_root: Path,
     again = ReidWorkspace(cfg)  # not the per-process cache: read and drawn afresh
     assert [s.gallery for s in dict(again.unseen_splits())["viper"]] == \
         [s.gallery for s in splits["viper"]]  # seeded: the same splits again
+
+
+def test_flwr_wrapper_refuses_a_reid_run_before_flower_starts() -> None:
+    from server.simulate import checked_output_dir
+
+    with pytest.raises(ConfigError, match="'num-clients' = 2 but 'reid-clients' names 4"):
+        checked_output_dir("task='reid'", num_nodes=2)
+    with pytest.raises(ConfigError, match="'strategy' = 'fedface' is not supported by task"):
+        checked_output_dir("task='reid' strategy='fedface'", num_nodes=4)
+    assert checked_output_dir("task='reid' output-dir='/tmp/x'", num_nodes=4) == Path("/tmp/x")

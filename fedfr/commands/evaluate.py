@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a .bin file (repeat for several sets)")
     b.add_argument("--folds", type=int, default=10)
     _common(b)
+    from fedfr.commands import evaluate_reid
+
+    evaluate_reid.add_parser(sub)
 
 
 def _cache(args: argparse.Namespace):
@@ -135,6 +138,10 @@ def main(args: argparse.Namespace) -> int:
     from fedfr.evaluation.outputs import load_model
 
     configure_threads()
+    if args.protocol == "reid":
+        from fedfr.commands import evaluate_reid
+
+        return evaluate_reid.main(args)
     if args.verify:
         os.environ["FEDFR_VERIFY_DIGESTS"] = "1"  # read by fedfr.digest
     model = load_model(args.checkpoint, args.model, args.embedding_size, args.image_size)

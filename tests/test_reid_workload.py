@@ -22,7 +22,7 @@ from clients.app import app as client_app
 from fedfr.config import resolve
 from fedfr.errors import ConfigError
 from fedfr.reid.data.market1501 import read_market_layout
-from fedfr.reid.data.registry import _READERS, register_dataset
+from fedfr.reid.data.registry import register_dataset, registered_reader
 from fedfr.reid.report import table_7_5
 from fedfr.workloads import get_workload
 from server.federation import run_federation
@@ -62,7 +62,7 @@ def tiny_reid_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("reid-data")
     for name, seed in DATASETS.items():
         _write_domain(root, name, seed, num_ids=12 if name == "tiny-public" else 8)
-        if name not in _READERS:
+        if registered_reader(name) is None:
             def reader(root: Path, _name: str = name):
                 return read_market_layout(Path(root) / _name, _name, num_cams=3, max_pid=9999,
                                           drop_junk=True, meta={"protocol": "market1501"})
@@ -178,6 +178,19 @@ def test_reid_refuses_what_it_does_not_support(tiny_reid_root: Path, tmp_path: P
             "batch-size": 9})))
     with pytest.raises(ConfigError, match="'reid-bn'"):
         resolve({"task": "reid", "reid-bn": "frozen"})
+
+
+def test_fewer_clients_than_datasets_take_the_first_datasets(tiny_reid_root: Path,
+                                                              tmp_path: Path) -> None:
+    from fedfr.reid.workspace import open_reid_workspace
+
+    cfg = resolve(reid_config(tiny_reid_root, tmp_path, **{
+        "reid-clients": "tiny-b,tiny-a", "num-clients": 1, "min-train-nodes": 1}))
+    get_workload("reid").check_config(cfg)
+    ws = open_reid_workspace(cfg)
+    assert ws.client_names == ["tiny-b"]
+    with pytest.raises(ConfigError, match="partition-id 1 out of range"):
+        ws.client_name(1)
 
 
 def test_table_7_5_layout() -> None:
@@ -302,8 +315,10 @@ def test_generic_protocol_averages_the_ten_seeded_splits(tiny_reid_root: Path,
 def test_flwr_wrapper_refuses_a_reid_run_before_flower_starts() -> None:
     from server.simulate import checked_output_dir
 
-    with pytest.raises(ConfigError, match="'num-clients' = 2 but 'reid-clients' names 4"):
-        checked_output_dir("task='reid'", num_nodes=2)
+    with pytest.raises(ConfigError, match="'num-clients' = 5 but 'reid-clients' names only 4"):
+        checked_output_dir("task='reid'", num_nodes=5)
+    # Flower's default federation (2 SuperNodes): the first two datasets take part
+    assert checked_output_dir("task='reid' output-dir='/tmp/x'", num_nodes=2) == Path("/tmp/x")
     with pytest.raises(ConfigError, match="'strategy' = 'fedface' is not supported by task"):
         checked_output_dir("task='reid' strategy='fedface'", num_nodes=4)
     assert checked_output_dir("task='reid' output-dir='/tmp/x'", num_nodes=4) == Path("/tmp/x")

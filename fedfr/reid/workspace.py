@@ -44,10 +44,9 @@ def split_options(name: str, split_id: int, seed: int) -> dict[str, Any]:
     """``split_id`` (and ``seed``) for a reader that draws random splits; {} for the others."""
     import inspect
 
-    from fedfr.reid.data.registry import _READERS, list_datasets
+    from fedfr.reid.data.registry import registered_reader
 
-    list_datasets()  # loads the built-in readers
-    reader = _READERS.get(name)
+    reader = registered_reader(name)
     params = inspect.signature(reader).parameters if reader is not None else {}
     if "split_id" not in params:
         return {}
@@ -173,7 +172,11 @@ class ReidWorkspace:
     def __init__(self, cfg: Config, data_root: str | None = None,
                  node_dir: str | None = None) -> None:
         self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
+        # one client per dataset; with fewer clients than datasets (e.g. Flower's default of 2
+        # SuperNodes) the first num-clients datasets of reid-clients take part
         self.client_names = names(cfg.reid_clients, "reid-clients")
+        if 0 < cfg.num_clients < len(self.client_names):
+            self.client_names = self.client_names[:cfg.num_clients]
         self.unseen_names = names(cfg.reid_unseen, "reid-unseen")
         self.public_name = cfg.reid_public.strip()
         if not self.public_name or "," in self.public_name:

@@ -39,6 +39,14 @@ from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from strategies.records import pack_arrays, unpack_arrays
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process (check_config runs for every message a client gets)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 #: metrics of one query / gallery evaluation kept per dataset in the reports
 PER_SET = ("mAP", "rank1")
@@ -92,11 +100,16 @@ class ReidWorkload(Workload):
     def check_config(self, cfg: Config) -> None:
         super().check_config(cfg)
         n = len([c for c in cfg.reid_clients.split(",") if c.strip()])
-        if cfg.num_clients and cfg.num_clients != n:
+        if cfg.num_clients > n:
             raise ConfigError(f"config 'num-clients' = {cfg.num_clients} but 'reid-clients' names "
-                              f"{n} datasets (task 'reid': one client per dataset; with "
-                              f"num-clients = 0 start {n} SuperNodes, e.g. flwr run . "
-                              f"--federation-config 'num-supernodes={n}')")
+                              f"only {n} datasets (task 'reid': one client per dataset; start at "
+                              f"most {n} SuperNodes or name more datasets)")
+        if 0 < cfg.num_clients < n:
+            used = [c.strip() for c in cfg.reid_clients.split(",") if c.strip()][:cfg.num_clients]
+            _warn_once(f"task 'reid': {cfg.num_clients} clients, so the first "
+                       f"{cfg.num_clients} of the {n} reid-clients take part ({', '.join(used)}); "
+                       f"start {n} SuperNodes (flwr run . --federation-config "
+                       f"'num-supernodes={n}') for all of them")
         if cfg.batch_size % cfg.reid_instances:
             raise ConfigError(f"config 'batch-size' = {cfg.batch_size}: task 'reid' needs a "
                               f"multiple of reid-instances = {cfg.reid_instances} (P x K batches)")

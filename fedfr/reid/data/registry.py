@@ -89,6 +89,12 @@ def list_datasets() -> list[str]:
     return _REGISTRY.names()
 
 
+def registered_reader(name: str) -> Callable[..., Any] | None:
+    """The reader registered under ``name`` (built-in ones loaded first), or None."""
+    _REGISTRY.load()
+    return _REGISTRY.readers.get(name)
+
+
 def get_dataset(name: str, root: str | Path, **opts: Any) -> ReidSplit:
     """Read dataset ``name`` under ``root``; an unknown name lists the known ones.
 

@@ -247,10 +247,71 @@ def score_summary(sc: ClientScores) -> dict[str, float]:
     return {"mean_genuine": float(gen.mean()), "mean_impostor": float(imp.mean()), "d_prime": sep}
 
 
+def personal_report(ev: PersonalEvaluation, out: Path, num_samples: int = 500,
+                    title: str = "Personalised protocols") -> str:
+    """Write ``personal.csv`` (model, metric, estimate, low, high; shares in [0, 1]),
+    ``personal_diff.csv`` (model - global) and ``personal.md``; return the markdown.
+
+    Intervals: 95 % percentile bootstrap over clients and identities (``num_samples``
+    replicates), differences paired; columns at the levels the data size supports.
+    """
+    import pandas as pd
+
+    from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS, headline_levels
+    from fedfr.evaluation.uncertainty import bootstrap
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {m: [sc] for m, sc in ev.scores.items()}
+    ref = "global" if "global" in runs and len(runs) > 1 else None
+    intervals, diffs = bootstrap(runs, PERSONAL_FARS, PERSONAL_FPIRS,
+                                 num_samples=max(1, num_samples), reference=ref)
+    point = ev.metrics(PERSONAL_FARS, PERSONAL_FPIRS)
+    sample = next(iter(point.values()))
+    keys = (headline_levels(sample, "tar", "num_impostor")
+            + headline_levels(sample, "tpir", "num_nonmated") + ["rank1"])
+    names = {"global": "Theta_g", "local": "Theta_l", "personal": "[Theta_l, Pi_l]",
+             "finetune": "Fine-tune", "kd": "KD"}
+    rows = [{"model": m, "metric": k, "estimate": iv.estimate, "low": iv.low, "high": iv.high}
+            for m, d in intervals.items() for k, iv in d.items()]
+    pd.DataFrame(rows).to_csv(out / "personal.csv", index=False)
+    drows = [{"model": m, "minus": ref, "metric": k, "estimate": iv.estimate, "low": iv.low,
+              "high": iv.high} for m, d in diffs.items() for k, iv in d.items()]
+    if drows:
+        pd.DataFrame(drows).to_csv(out / "personal_diff.csv", index=False)
+
+    def cell(iv, sign: str = "") -> str:
+        if math.isnan(iv.estimate):
+            return "n/a"
+        star = "*" if sign and (iv.low > 0 or iv.high < 0) else ""
+        return (f"{100 * iv.estimate:{sign}.2f} [{100 * iv.low:{sign}.1f}, "
+                f"{100 * iv.high:{sign}.1f}]{star}")
+
+    n_clients = len(next(iter(ev.scores.values())))
+    lines = [f"# {title}", "", f"{n_clients} clients; values in % with 95 % bootstrap "
+             f"intervals ({num_samples} replicates over clients and identities).", "",
+             "| model | " + " | ".join(k.upper() for k in keys) + " |",
+             "|---|" + "---:|" * len(keys)]
+    lines += [f"| {names.get(m, m)} | " + " | ".join(cell(d[k]) for k in keys) + " |"
+              for m, d in intervals.items()]
+    if diffs:
+        lines += ["", f"Paired differences to {names[ref]} (points; * = interval excludes 0):",
+                  "", "| model | " + " | ".join(k.upper() for k in keys) + " |",
+                  "|---|" + "---:|" * len(keys)]
+        lines += [f"| {names.get(m, m)} | " + " | ".join(cell(d[k], "+") for k in keys) + " |"
+                  for m, d in diffs.items()]
+    diag = diagnostics_table(ev.diagnostics)
+    if diag:
+        lines += ["", "Branch and backbone diagnostics (mean over clients):", ""]
+        lines += [f"- {k}: {v:.4f}" for k, v in diag.items()]
+    text = "\n".join(lines) + "\n"
+    (out / "personal.md").write_text(text)
+    return text
+
+
 def diagnostics_table(diags: list[dict[str, float]]) -> dict[str, float]:
     """Mean over clients of each diagnostic (nan-ignoring)."""
     return {k: v for k, v in mean_metrics(diags).items() if k != "client"}
 
 
 __all__ = ["MODELS", "FinishedRun", "PersonalEvaluation", "load_run", "evaluate_run",
-           "branch_diagnostics", "diagnostics_table", "score_summary"]
+           "branch_diagnostics", "diagnostics_table", "score_summary", "personal_report"]

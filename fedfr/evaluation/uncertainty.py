@@ -124,9 +124,9 @@ def _rows(groups: np.ndarray, picks: np.ndarray) -> np.ndarray:
 def client_metrics(sc: ClientScores, fars: Sequence[float], fpirs: Sequence[float],
                    local_pick: np.ndarray | None = None,
                    other_pick: np.ndarray | None = None) -> dict[str, float]:
-    """tar@FAR, rank1 and tpir@FPIR of one client, on all identities or on the picked ones
-    (``local_pick``: local identity indices, ``other_pick``: other identity indices, repeats
-    allowed). With no picks this equals ``personalized_protocol``'s values."""
+    """tar@FAR, rank1, tpir@FPIR and the pair / probe counts of one client, on all identities
+    or on the picked ones (``local_pick``: local identity indices, ``other_pick``: other
+    identity indices, repeats allowed). With no picks this equals ``personalized_protocol``'s values."""
     lp = np.arange(sc.num_local) if local_pick is None else np.asarray(local_pick)
     op = np.arange(sc.num_other) if other_pick is None else np.asarray(other_pick)
     rows = _rows(sc.local_groups, lp)
@@ -142,6 +142,8 @@ def client_metrics(sc: ClientScores, fars: Sequence[float], fpirs: Sequence[floa
     ident = identification_from_matches(labels[:, None], scores[:, None], probe, mated,
                                         list(fpirs), ranks=(1,))
     out.update({k: float(v) for k, v in ident.items() if k.startswith(("rank", "tpir"))})
+    out.update({"num_genuine": float(gen.shape[0]), "num_impostor": float(imp.shape[0]),
+                "num_mated": float(n), "num_nonmated": float(o)})
     return out
 
 

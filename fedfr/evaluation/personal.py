@@ -272,10 +272,11 @@ def personal_report(ev: PersonalEvaluation, out: Path, num_samples: int = 500,
     names = {"global": "Theta_g", "local": "Theta_l", "personal": "[Theta_l, Pi_l]",
              "finetune": "Fine-tune", "kd": "KD"}
     rows = [{"model": m, "metric": k, "estimate": iv.estimate, "low": iv.low, "high": iv.high}
-            for m, d in intervals.items() for k, iv in d.items()]
+            for m, d in intervals.items() for k, iv in d.items() if not k.startswith("num_")]
     pd.DataFrame(rows).to_csv(out / "personal.csv", index=False)
     drows = [{"model": m, "minus": ref, "metric": k, "estimate": iv.estimate, "low": iv.low,
-              "high": iv.high} for m, d in diffs.items() for k, iv in d.items()]
+              "high": iv.high} for m, d in diffs.items() for k, iv in d.items()
+             if not k.startswith("num_")]
     if drows:
         pd.DataFrame(drows).to_csv(out / "personal_diff.csv", index=False)
 

@@ -86,3 +86,17 @@ def test_ablation_writes_roc_plots(tmp_path: Path, shared_cache: Path) -> None:
                                   "Central, all identities"]
     assert (out / "roc-generic.png").exists() and (out / "roc-personalized.png").exists()
     _check_common(out)
+
+
+@pytest.mark.slow
+def test_hn_sweep_over_seeds(tmp_path: Path, shared_cache: Path) -> None:
+    from benchmarks import hn_sweep
+
+    out = tmp_path / "sweep-seeds"
+    hn_sweep.main(["--out", str(out), "--thresholds=0.6", "--seeds", "0,1",
+                   "--run-config", tiny_run_config(shared_cache)])
+    assert (out / "seed-0" / "hn_sweep.csv").exists() and (out / "seed-1" / "hn_sweep.csv").exists()
+    frame = pd.read_csv(out / "hn_sweep.csv")
+    assert any(c.endswith(" sd") for c in frame.columns)
+    assert "mean ± sd over 2 seed(s)" in (out / "hn_sweep.md").read_text()
+    _check_common(out)

@@ -126,7 +126,7 @@ def client_metrics(sc: ClientScores, fars: Sequence[float], fpirs: Sequence[floa
                    other_pick: np.ndarray | None = None) -> dict[str, float]:
     """tar@FAR, rank1, tpir@FPIR and the pair / probe counts of one client, on all identities
     or on the picked ones (``local_pick``: local identity indices, ``other_pick``: other
-    identity indices, repeats allowed). With no picks this equals ``personalized_protocol``'s values."""
+    identity indices, repeats allowed). With no picks: ``personalized_protocol``'s values."""
     lp = np.arange(sc.num_local) if local_pick is None else np.asarray(local_pick)
     op = np.arange(sc.num_other) if other_pick is None else np.asarray(other_pick)
     rows = _rows(sc.local_groups, lp)

@@ -69,3 +69,16 @@ def test_offline_evaluation_equals_the_federated_one(tiny_config: dict, tmp_path
     assert len(table) and (table["low"] <= table["estimate"] + 1e-12).all()
     assert (table["estimate"] <= table["high"] + 1e-12).all()
     assert "Paired differences to Theta_g" in (out / "personal.md").read_text()
+
+
+def test_converter_gains_see_a_shrunk_omega_span() -> None:
+    from fedfr.evaluation.personal import converter_gains
+
+    head = DFCHead(6, 2)  # Omega = e_0, e_1
+    assert converter_gains(head) == pytest.approx({"pi_gain_omega": 1.0,
+                                                   "pi_gain_complement": 1.0})
+    with torch.no_grad():
+        head.pi.weight.copy_(torch.diag(torch.tensor([0.5, 0.5, 1.0, 1.0, 1.0, 1.0])))
+    g = converter_gains(head)
+    assert g["pi_gain_omega"] == pytest.approx(0.5)
+    assert g["pi_gain_complement"] == pytest.approx(1.0)

@@ -128,6 +128,25 @@ def _relative_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 @torch.no_grad()
+def converter_gains(head: DFCHead) -> dict[str, float]:
+    """How Pi scales the span of the client's one-vs-all weights Omega and its complement.
+
+    ``pi_gain_omega`` = ||Pi U||_F / ||U||_F with U an orthonormal basis of span(Omega rows);
+    ``pi_gain_complement`` the same for the projector onto the orthogonal complement. Both
+    are 1 for Pi = I; a gain < 1 on span(Omega) shrinks the directions that tell the client's
+    own identities apart.
+    """
+    w = head.pi.weight.detach().float()
+    u, sv, _ = torch.linalg.svd(head.omega.detach().float().T, full_matrices=False)
+    u = u[:, sv > sv.max() * 1e-6]
+    perp = torch.eye(w.shape[0]) - u @ u.T
+    out = {"pi_gain_omega": float((w @ u).norm() / u.norm())}
+    if float(perp.norm()) > 1e-6:
+        out["pi_gain_complement"] = float((w @ perp).norm() / perp.norm())
+    return out
+
+
+@torch.no_grad()
 def branch_diagnostics(cfg: Config, backbone: nn.Module, head: DFCHead,
                        images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Omega's one-vs-all decisions on images of the client's identities (labels 0..K_l-1).
@@ -181,6 +200,7 @@ def evaluate_run(run: FinishedRun, models: tuple[str, ...] = ("global", "local",
                 diag["pi_rel_dev"] = float((head.pi.weight - eye).norm() / eye.norm())
                 diag["pi_bias_norm"] = float(head.pi.bias.norm())
                 diag["b"] = float(head.bias)
+                diag.update(converter_gains(head))
             for split, imgs, ys in (("train", data[c].train_images, data[c].train_labels),
                                     ("test", data[c].test_images, data[c].test_labels)):
                 diag.update({f"{k}_{split}": v for k, v in branch_diagnostics(
@@ -315,4 +335,5 @@ def diagnostics_table(diags: list[dict[str, float]]) -> dict[str, float]:
 
 
 __all__ = ["MODELS", "FinishedRun", "PersonalEvaluation", "load_run", "evaluate_run",
-           "branch_diagnostics", "diagnostics_table", "score_summary", "personal_report"]
+           "branch_diagnostics", "converter_gains", "diagnostics_table", "score_summary",
+           "personal_report"]

@@ -14,6 +14,10 @@ identity, Omega's one-vs-all accuracy, genuine / impostor score means), ``config
 ``split.json`` to ``--out``; with ``--seeds`` one folder per seed and the tables over seeds.
 
     python -m benchmarks.personalization --out outputs/personalization [--paper] [--seeds 0,1,2]
+    python -m benchmarks.personalization --preset personal --seeds 0,1,2 --out outputs/pers-cpu
+
+``--preset small`` (default) is ``benchmarks.common.SMALL``; ``--preset personal`` is
+``benchmarks.common.PERSONAL``, the CPU preset of docs/results.md's Tables 7.2 / 7.3.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from benchmarks.common import (
     PAPER,
+    PERSONAL,
     SCORES_KEY,
     SMALL,
     parser,
@@ -132,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__, "outputs/personalization")
     p.add_argument("--personalize-epochs", type=int, default=None,
                    help="stage-2 epochs of Fine-tune / KD (default: the config's)")
+    p.add_argument("--preset", choices=("small", "personal"), default="small",
+                   help="CPU preset: small (SMALL) or personal (PERSONAL, more local training "
+                        "and t_HN = 0.6); --paper overrides it")
     args = p.parse_args(argv)
-    base, out = start(args, SMALL, PAPER)
+    base, out = start(args, PERSONAL if args.preset == "personal" else SMALL, PAPER)
     run(base, out, args.personalize_epochs, args.seeds, args.bootstrap)
     return 0
 

@@ -22,6 +22,7 @@ identity, Omega's one-vs-all accuracy, genuine / impostor score means), ``config
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from benchmarks.common import (
     write_run_files,
     write_seed_table,
 )
+from fedfr.config import resolve
 from fedfr.evaluation.personal import evaluate_run, load_run, score_summary
 from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
 from fedfr.evaluation.uncertainty import client_metrics, mean_metrics
@@ -68,11 +70,29 @@ def _row(scores: list, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"personalized": metrics, SCORES_KEY: scores, **(extra or {})}
 
 
-def run_seed(base: dict, out: Path) -> dict[str, list]:
-    """The three federations of one seed and their offline evaluation; rows per table."""
+def _finished(base: dict, switches: dict, run_dir: Path) -> dict | None:
+    """The report of a finished run in ``run_dir`` with exactly this config, else None."""
+    path = run_dir / "report.json"
+    if not (run_dir / "final_model.pt").is_file() or not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    want = resolve({**base, **switches, "output-dir": str(run_dir), "resume": False})
+    have = resolve(report.get("config", {}))
+    want = want.with_clients(have.num_clients)
+    if (have.digest() != want.digest() or have.num_server_rounds != want.num_server_rounds
+            or not report.get("final")):
+        return None
+    report.setdefault("seconds", report.get("timing", {}).get("total_seconds", float("nan")))
+    return report
+
+
+def run_seed(base: dict, out: Path, reuse: bool = False) -> dict[str, list]:
+    """The three federations of one seed and their offline evaluation; rows per table.
+    reuse: keep a finished run folder of the same config instead of training it again."""
     reports, evals = {}, {}
     for name, (switches, models) in RUNS.items():
-        reports[name] = run_row(base, switches, out / name)
+        found = _finished(base, switches, out / name) if reuse else None
+        reports[name] = found or run_row(base, switches, out / name)
         evals[name] = evaluate_run(load_run(out / name), models)
     rows72 = [(labels, _row(evals[r].scores[m])) for labels, (r, m) in TABLE_7_2]
     rows73 = [([label], _row(evals["fedfr"].scores[m])) for label, m in TABLE_7_3]
@@ -109,10 +129,10 @@ def _diagnostics_md(per_seed: list[list[tuple[list[str], dict[str, float]]]]) ->
 
 
 def run(base: dict, out: Path, epochs: int | None = None, seeds: list[int] | None = None,
-        num_samples: int = 200) -> dict[str, list]:
+        num_samples: int = 200, reuse: bool = False) -> dict[str, list]:
     if epochs is not None:
         base = {**base, "personalize-epochs": epochs}
-    per_seed = [run_seed(b, o) for b, o in seed_dirs(base, out, seeds)]
+    per_seed = [run_seed(b, o, reuse) for b, o in seed_dirs(base, out, seeds)]
     tables = {k: [s[k] for s in per_seed] for k in per_seed[0]}
     n = len(per_seed)
     write_seed_table(out, "table7_2", tables["table7_2"], ["Method", "Modules"],
@@ -140,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", choices=("small", "personal"), default="small",
                    help="CPU preset: small (SMALL) or personal (PERSONAL, more local training "
                         "and t_HN = 0.6); --paper overrides it")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep finished run folders of the same config (e.g. seeds run "
+                        "separately) and only evaluate them")
     args = p.parse_args(argv)
     base, out = start(args, PERSONAL if args.preset == "personal" else SMALL, PAPER)
-    run(base, out, args.personalize_epochs, args.seeds, args.bootstrap)
+    run(base, out, args.personalize_epochs, args.seeds, args.bootstrap, args.reuse)
     return 0
 
 

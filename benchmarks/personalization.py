@@ -23,6 +23,7 @@ identity, Omega's one-vs-all accuracy, genuine / impostor score means), ``config
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,16 @@ def _finished(base: dict, switches: dict, run_dir: Path) -> dict | None:
 def run_seed(base: dict, out: Path, reuse: bool = False) -> dict[str, list]:
     """The three federations of one seed and their offline evaluation; rows per table.
     reuse: keep a finished run folder of the same config instead of training it again."""
-    reports, evals = {}, {}
-    for name, (switches, models) in RUNS.items():
+    reports, evals, reused = {}, {}, True
+    for name, (switches, _) in RUNS.items():
         found = _finished(base, switches, out / name) if reuse else None
+        reused = reused and found is not None
         reports[name] = found or run_row(base, switches, out / name)
+    cache = out / "evaluation.pkl"  # this seed's rows, reused only with all three runs
+    if reused and cache.is_file():
+        with cache.open("rb") as fh:
+            return pickle.load(fh)
+    for name, (_, models) in RUNS.items():
         evals[name] = evaluate_run(load_run(out / name), models)
     rows72 = [(labels, _row(evals[r].scores[m])) for labels, (r, m) in TABLE_7_2]
     rows73 = [([label], _row(evals["fedfr"].scores[m])) for label, m in TABLE_7_3]
@@ -107,7 +114,10 @@ def run_seed(base: dict, out: Path, reuse: bool = False) -> dict[str, list]:
         branch = mean_metrics(ev.diagnostics)
         branch.pop("client", None)
         diags.append(([name, "branch / backbone"], branch))
-    return {"table7_2": rows72, "table7_3": rows73, "all_models": every, "diagnostics": diags}
+    rows = {"table7_2": rows72, "table7_3": rows73, "all_models": every, "diagnostics": diags}
+    with cache.open("wb") as fh:
+        pickle.dump(rows, fh)
+    return rows
 
 
 def _diagnostics_md(per_seed: list[list[tuple[list[str], dict[str, float]]]]) -> str:

@@ -286,15 +286,16 @@ def write_seed_table(out: Path, stem: str,
                      label_columns: list[str],
                      sections: Sequence[str] = ("generic", "personalized"),
                      extra: Sequence[tuple[str, str]] = (), note: str = "",
-                     num_samples: int = 200, reference: str | None = None) -> pd.DataFrame:
+                     num_samples: int = 200, reference: str | Sequence[str] | None = None
+                     ) -> pd.DataFrame:
     """``<stem>.csv`` / ``.md`` over seeds: per cell mean, sd over seeds and a 95 % interval.
 
     per_seed_rows: per seed, the rows ``write_table`` takes (same labels in the same order).
     Interval: the bootstrap over seeds, clients and identities for personalised metrics of
     rows that carry ``SCORES_KEY`` (``personal_bootstrap``), else a t-interval over the seeds.
-    With ``reference`` (a row key ' / '.join(labels)) a second table ``<stem>_diff.md`` holds
-    each scored row minus the reference (paired bootstrap). CSV columns: <title>,
-    <title> sd, <title> lo, <title> hi. Values in %.
+    With ``reference`` (a row key ' / '.join(labels), or several) ``<stem>_diff.md`` holds
+    each scored row minus each reference (paired bootstrap, one table per reference). CSV
+    columns: <title>, <title> sd, <title> lo, <title> hi. Values in %.
     """
     first = per_seed_rows[0]
     for rows in per_seed_rows[1:]:
@@ -306,7 +307,10 @@ def write_seed_table(out: Path, stem: str,
             and k.startswith("tar@")]
     fpirs = [float(k.split("@")[1]) for sec, k, _ in cols if sec == "personalized"
              and k.startswith("tpir@")]
-    boot, diffs = personal_bootstrap(per_seed_rows, fars, fpirs, num_samples, reference)
+    refs = [reference] if isinstance(reference, str) else list(reference or [None])
+    boot, diffs = personal_bootstrap(per_seed_rows, fars, fpirs, num_samples, refs[0])
+    all_diffs = [(refs[0], diffs)] + [
+        (r, personal_bootstrap(per_seed_rows, fars, fpirs, num_samples, r)[1]) for r in refs[1:]]
     records, lines = [], []
     titles = label_columns + [c[2] for c in cols] + [t for _, t in extra]
     lines += ["| " + " | ".join(titles) + " |",
@@ -344,12 +348,15 @@ def write_seed_table(out: Path, stem: str,
     md = "\n".join(lines) + "\n\n" + how + "\n"
     if note:
         md += "\n" + note.strip() + "\n"
-    if diffs:
-        pcols = [c for c in cols if c[0] == "personalized"]
-        dl = [f"Paired differences to '{reference}' (percentage points, 95 % bootstrap "
-              "interval; * = the interval excludes 0):", "",
-              "| row | " + " | ".join(c[2] for c in pcols) + " |",
-              "|---|" + "---:|" * len(pcols)]
+    pcols = [c for c in cols if c[0] == "personalized"]
+    dl: list[str] = []
+    for ref, diffs in all_diffs:
+        if not diffs:
+            continue
+        dl += [f"Paired differences to '{ref}' (percentage points, 95 % bootstrap "
+               "interval; * = the interval excludes 0):", "",
+               "| row | " + " | ".join(c[2] for c in pcols) + " |",
+               "|---|" + "---:|" * len(pcols)]
         for key, d in diffs.items():
             cells = []
             for _, metric, _ in pcols:
@@ -361,8 +368,10 @@ def write_seed_table(out: Path, stem: str,
                 cells.append(f"{100 * iv.estimate:+.2f} [{100 * iv.low:+.1f}, "
                              f"{100 * iv.high:+.1f}]{star}")
             dl.append(f"| {key} | " + " | ".join(cells) + " |")
-        (out / f"{stem}_diff.md").write_text("\n".join(dl) + "\n")
-        md += "\n" + "\n".join(dl) + "\n"
+        dl.append("")
+    if dl:
+        (out / f"{stem}_diff.md").write_text("\n".join(dl))
+        md += "\n" + "\n".join(dl)
     (out / f"{stem}.md").write_text(md)
     print(f"\n{stem}:\n{md}", flush=True)
     return frame

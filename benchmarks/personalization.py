@@ -152,7 +152,8 @@ def run(base: dict, out: Path, epochs: int | None = None, seeds: list[int] | Non
                           "/ KD: stage 2 from the final Theta_g of the HN + contrastive "
                           f"federation. {n} seed(s).")
     write_seed_table(out, "table7_3", tables["table7_3"], ["Evaluated model"],
-                     sections=("personalized",), num_samples=num_samples, reference="Theta_g",
+                     sections=("personalized",), num_samples=num_samples,
+                     reference=["Theta_g", "Theta_l(i)"],
                      note=f"Personalised protocol of the FedFR run, values in %. {n} seed(s).")
     write_seed_table(out, "all_models", tables["all_models"], ["run", "evaluated model"],
                      extra=[("seconds", "run seconds")], num_samples=0,

@@ -12,7 +12,7 @@ RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: install demo demo-orl ablation personalization hn-sweep ids-per-client split federation \
-	eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
+	eval-scale reid-eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
 
@@ -26,18 +26,22 @@ $(STAMP): pyproject.toml $(LOCK)
 
 ## lock: re-resolve requirements/lock.txt to the newest versions pyproject.toml allows (uv, which
 ## comes with Flower), keeping torch + torchvision at the pair in requirements/constraints.txt
-lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements/constraints.txt \
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras -c requirements/constraints.txt \
 	  --python-version 3.11 --universal --upgrade --no-header --quiet -o $(LOCK).new
 	(sed -n '1,/^$$/p' $(LOCK); cat $(LOCK).new) > $(LOCK).tmp && rm $(LOCK).new && mv $(LOCK).tmp $(LOCK)
 	@git diff --stat -- $(LOCK) 2>/dev/null || true
 	@echo "lock refreshed: now run make test-all, and commit $(LOCK) if it passes"
 
+$(BIN)/uv:  # the locked uv alone: make lock must work before the new lock installs
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$$(grep -E '^uv==' $(LOCK) | cut -d' ' -f1)"
+
 ## test-latest: the fast suite on the newest versions pyproject.toml allows, in a scratch venv
 ## (finds drift on purpose; prints what differs from the lock)
 test-latest:
 	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev,tracking,export]"
 	$(LATEST)/bin/python -m pip freeze --all --exclude-editable > $(LATEST)/versions.txt
 	@echo "versions that differ from $(LOCK):"; \
 	  $(LATEST)/bin/python scripts/lock_drift.py $(LOCK) $(LATEST)/versions.txt
@@ -72,6 +76,12 @@ federation: $(STAMP)
 eval-scale: $(STAMP)
 	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.eval_scale --preset $(or $(PRESET),small) \
 	  --out $(CURDIR)/outputs/eval_scale
+
+## reid-eval-scale: re-ID CMC/mAP and re-ranking at Market's size against the product alone
+## (PRESET=market|quick)
+reid-eval-scale: $(STAMP)
+	FEDFR_NUM_THREADS=1 nice -n 5 $(BIN)/python -m benchmarks.reid_eval_scale \
+	  --preset $(or $(PRESET),market) --out $(CURDIR)/outputs/reid_eval_scale
 
 ## pruning: CAIE / Taylor / L1 / uniform on digits and ORL, CPO vs UR, the face model at 75 % FLOPs
 pruning: $(STAMP)

@@ -46,7 +46,9 @@ def safe_load(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means a bad file
-        raise DataFormatError(f"{path}: not a readable fedfr checkpoint ({e})") from e
+        raise DataFormatError(f"{path}: not a readable fedfr checkpoint ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0].split('. ')[0][:100]}); expected "
+                              "a file written by torch.save") from e
 
 
 def digest_of(obj: Any) -> str:
@@ -63,9 +65,10 @@ def save_pretrained(path: Path, backbone: dict[str, torch.Tensor], phi: torch.Te
 def load_pretrained(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
     """(backbone state_dict, Phi_g^0 (K_g,d), meta) from a pre-trained checkpoint."""
     ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or not {"backbone", "phi"} <= set(ckpt):
-        raise DataFormatError(f"{path}: expected a dict with 'backbone' and 'phi' "
-                              f"(a fedfr pre-trained checkpoint)")
+    if not isinstance(ckpt, dict) or not {"backbone", "phi"} <= set(ckpt) \
+            or not isinstance(ckpt["backbone"], dict) or not torch.is_tensor(ckpt["phi"]):
+        raise DataFormatError(f"{path}: expected a dict with 'backbone' (a state dict) "
+                              f"and 'phi' (a tensor) (a fedfr pre-trained checkpoint)")
     return ckpt["backbone"], ckpt["phi"], ckpt.get("meta", {})
 
 
@@ -99,5 +102,8 @@ def latest_round(folder: Path) -> tuple[int, dict[str, torch.Tensor], dict[str, 
             ckpt = safe_load(p)
         except DataFormatError:
             continue  # a corrupt newest file: fall back to the previous round
+        if not isinstance(ckpt, dict) or not {"arrays", "state"} <= set(ckpt):
+            raise DataFormatError(f"{p}: expected a round checkpoint with 'arrays' and 'state' "
+                                  "(written by the server); move it away or set resume=false")
         return rnd, ckpt["arrays"], ckpt["state"]
     return None

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from fedfr.errors import run_entry_point
+
 #: command name -> (module under fedfr.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "write each client's partition and the public set to its own folder"),
@@ -25,6 +27,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``selected``'s module is imported (all of them if None)."""
     parser = argparse.ArgumentParser(prog="fedfr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a user error (default: one line, exit 2)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -36,12 +40,15 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a user error (config, data, files) prints one line and returns 2
+    (``fedfr.errors.run_entry_point``)."""
     argv = sys.argv[1:] if argv is None else argv
     selected = next((a for a in argv if a in COMMANDS), "")
     args = build_parser(selected).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args._module.main(args) or 0)
+    return run_entry_point(lambda: args._module.main(args), f"fedfr {args.command}",
+                           debug=args.debug)
 
 
 if __name__ == "__main__":

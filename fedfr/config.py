@@ -9,6 +9,7 @@ Paper values (dissertation Ch. 7) are given in comments where the CPU-sized defa
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "cache-dir": "cache",  # synthetic images and pre-trained checkpoints
     "state-dir": "",  # clients' personal state; "" = <output-dir>/client-state
     "resume": True,  # continue from the last checkpoint in output-dir
+    "allow-partial": False,  # a round not aggregated / a failed final evaluation: warn, exit 0
     # --- data ---------------------------------------------------------------------------------
     "dataset": "synthetic",  # synthetic | folder | recordio
     "data-root": "",  # absolute path of the image folder / RecordIO (folder, recordio)
@@ -119,7 +121,7 @@ NON_NEGATIVE = {
 
 #: keys that do not change what a run computes (excluded from the experiment digest)
 NON_SEMANTIC = {"output-dir", "cache-dir", "state-dir", "resume", "num-server-rounds",
-                "round-timeout", "eval-batch-size"}
+                "round-timeout", "eval-batch-size", "allow-partial"}
 
 
 def snake(key: str) -> str:
@@ -178,6 +180,7 @@ class Config:
     cache_dir: str
     state_dir: str
     resume: bool
+    allow_partial: bool
     dataset: str
     data_root: str
     image_size: int
@@ -276,6 +279,14 @@ class Config:
         return resolve(d)
 
 
+def unknown_key_message(key: str, value: Any, count: int = 1) -> str:
+    """One line naming an unknown key, its value and the closest valid key (difflib)."""
+    close = difflib.get_close_matches(key, list(DEFAULTS), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else "valid keys are listed in the README"
+    more = f" ({count - 1} more unknown key(s))" if count > 1 else ""
+    return f"unknown config key(s): '{key}' = {value!r}; {hint}{more}"
+
+
 def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Config:
     """Merge ``run_config`` (and keyword overrides) over the defaults and validate.
 
@@ -286,7 +297,7 @@ def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Confi
     given.update({k.replace("_", "-"): v for k, v in overrides.items()})
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {sorted(DEFAULTS)}")
+        raise ConfigError(unknown_key_message(unknown[0], given[unknown[0]], len(unknown)))
     for key, value in given.items():
         merged[key] = _coerce(key, value, DEFAULTS[key])
     for key, options in CHOICES.items():

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from fedfr.checkpoint import atomic_save, safe_load
-from fedfr.errors import DataFormatError
+from fedfr.errors import ConfigError, DataFormatError
 from fedfr.evaluation.features import embed
 from fedfr.models.template import loaded_model
 
@@ -57,7 +57,7 @@ def cache_mode() -> str:
     """The mode named by ``FEDFR_FEATURE_CACHE`` (default ``shared``)."""
     mode = os.environ.get("FEDFR_FEATURE_CACHE", "shared").strip().lower() or "shared"
     if mode not in MODES:
-        raise ValueError(f"FEDFR_FEATURE_CACHE={mode!r}: expected one of {', '.join(MODES)}")
+        raise ConfigError(f"FEDFR_FEATURE_CACHE={mode!r}: expected one of {', '.join(MODES)}")
     return mode
 
 

@@ -2,8 +2,10 @@
 
 report.json top-level keys: ``config``, ``split``, ``pretrained``, ``rounds``, ``final`` (each of
 ``pretrained`` and ``final`` holds ``generic`` and ``personalized`` metric dicts), plus
-``timing`` and ``failures``. Metric values are fractions in [0, 1] (tables print percentages);
-``nan`` (JSON ``NaN``) marks a level the data size cannot support.
+``timing``, ``failures`` and ``status`` (server/exit_status.py). Metric values are fractions in
+[0, 1] (tables print percentages); ``nan`` (JSON ``NaN``) marks a level the data size cannot
+support. Tables print it ``--``, and ``n/a`` for a value that does not apply to the row
+(``LEGEND``).
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ def write_metrics_csv(report: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+NOT_APPLICABLE = "n/a"
+UNSUPPORTED = "--"
+LEGEND = (f"{NOT_APPLICABLE} = not applicable to this row; {UNSUPPORTED} = level the data size "
+          "cannot support")
+
+
 def _pct(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
+    if value is None:
+        return NOT_APPLICABLE
+    if isinstance(value, float) and math.isnan(value):
+        return UNSUPPORTED
     return f"{100.0 * float(value):.2f}"
 
 
@@ -87,17 +97,24 @@ def results_table(rows: list[tuple[str, dict[str, Any]]], first_column: str = "m
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    """The run's headline table: pre-trained vs final (and each personalised model variant)."""
+    """The run's headline table: pre-trained vs final (and each personalised model variant),
+    then the marker legend. Without DFC (``dfc=false``) there is no Pi_l: the
+    ``[Theta_l, Pi_l]`` row would repeat Theta_l and is left out."""
     rows: list[tuple[str, dict[str, Any]]] = []
+    config = report.get("config") or {}
     if report.get("pretrained"):
         rows.append(("pre-trained (Theta_g^0)", report["pretrained"]))
     final = report.get("final")
     if final:
-        rows.append((f"final ({report['config'].get('strategy', '')})", final))
+        failed = len((report.get("failures") or {}).get("final-evaluation") or [])
+        note = f" [personalised evaluation failed on {failed} client(s)]" if failed else ""
+        rows.append((f"final ({config.get('strategy', '')}){note}", final))
         by_model = final.get("personalized_by_model") or {}
-        for name, label in (("global", "Theta_g"), ("local", "Theta_l"),
-                            ("personal", "[Theta_l, Pi_l]")):
+        variants = [("global", "Theta_g"), ("local", "Theta_l")]
+        if config.get("dfc", True):
+            variants.append(("personal", "[Theta_l, Pi_l]"))
+        for name, label in variants:
             if name in by_model:
                 rows.append((f"  personalised with {label}",
                              {"generic": {}, "personalized": by_model[name]}))
-    return results_table(rows)
+    return results_table(rows) + f"\n\n{LEGEND}."

@@ -1,8 +1,8 @@
 """Print the packages whose installed version differs from the lock (used by `make test-latest`).
 
 Usage: python scripts/lock_drift.py requirements/lock.txt versions.txt
-``versions.txt`` is ``pip freeze --all`` output. Lock lines whose environment marker does not hold for
-this interpreter are skipped. Exit status 0 always: drift is information, the tests decide.
+``versions.txt`` is ``pip freeze --all`` output. Lock lines whose environment marker does not
+hold for this interpreter are skipped. Exit status 0 always: drift is information, the tests decide.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedfr.config import resolve
 from fedfr.runtime import configure_threads
-from server import flower_patches
+from server import exit_status, flower_patches
 from server.federation import run_federation
 
 flower_patches.apply()  # Flower 1.41 simulation engine: see server/flower_patches.py
@@ -31,4 +31,9 @@ def main(grid: Grid, context: Context) -> None:
     """Run (or resume) the experiment described by the run config; write the report."""
     configure_threads()
     route_library_logs()
-    run_federation(grid, resolve(dict(context.run_config)))
+    run_config = dict(context.run_config)
+    try:
+        run_federation(grid, resolve(run_config))
+    except Exception as exc:
+        exit_status.record_server_error(run_config, exc)  # one ERROR line + status.json
+        raise  # Flower marks the run failed

@@ -22,10 +22,12 @@ from flwr.serverapp import Grid
 from fedfr.checkpoint import latest_round, save_round
 from fedfr.config import Config
 from fedfr.errors import ConfigError
+from fedfr.evaluation.cache import model_digest
 from fedfr.evaluation.run import evaluate_generic, split_by_model
 from fedfr.report import summary_table, write_json, write_metrics_csv
 from fedfr.training.pretrain import load_or_pretrain
 from fedfr.workspace import open_workspace
+from server import exit_status
 from server.accounting import attribute_replies, missing_replies, node_counts
 from server.messaging import CountingStream, send_and_receive, stream_replies
 from strategies import get_strategy, strategy_options
@@ -80,12 +82,14 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     cfg = cfg.with_clients(len(list(grid.get_node_ids())))
     out = cfg.output_path
     out.mkdir(parents=True, exist_ok=True)
+    exit_status.clear_results(out)  # an older run's table must never pass for this run's
     ckpt_dir = out / "checkpoints"
     ws = open_workspace(cfg)
     ws.split.save(out / "split.json")
     log.info("split %s: %s", ws.split.digest(), ws.split.summary())
 
     backbone0, phi0, pre_info = load_or_pretrain(cfg, ws)
+    pre_digest = model_digest({**backbone0, "phi": phi0})  # content of Theta_g^0, Phi_g^0
     t_pre = time.perf_counter()
     personal_model = "personal" if cfg.dfc else "local"
     strategy = get_strategy(cfg.strategy, fraction_train=cfg.fraction_train,
@@ -103,6 +107,11 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         arrays = ArrayRecord({k: v for k, v in tensors.items()})
         experiment_id, history, pretrained = state["experiment-id"], state["rounds"], \
             state["pretrained"]
+        if pretrained.get("model-digest", pre_digest) != pre_digest:
+            raise ConfigError(
+                f"{ckpt_dir}: checkpoints start from another pre-trained model (digest "
+                f"{pretrained['model-digest']} != {pre_digest}, {pre_info['path']}); use a new "
+                "output-dir or set resume=false to start over")
         log.info("resuming experiment %s after round %d from %s", experiment_id, start, ckpt_dir)
     else:
         start, history = 0, []
@@ -111,7 +120,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         log.info("evaluating the pre-trained model")
         pers = federated_personal_eval(grid, cfg, arrays, 0, experiment_id, ["global"])
         pretrained = {"generic": evaluate_generic(cfg, ws, backbone0),
-                      "personalized": pers["by_model"].get("global", {})}
+                      "personalized": pers["by_model"].get("global", {}),
+                      "failures": pers["failures"], "model-digest": pre_digest}
         save_round(ckpt_dir, 0, _arrays_to_tensors(arrays),
                    {"config-digest": cfg.digest(), "experiment-id": experiment_id,
                     "rounds": history, "pretrained": pretrained})
@@ -154,6 +164,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             pers = federated_personal_eval(grid, cfg, arrays, rnd, experiment_id,
                                            [personal_model])
             row["personalized"] = pers["by_model"].get(personal_model, {})
+            row["evaluation-failures"] = pers["failures"]
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         save_round(ckpt_dir, rnd, _arrays_to_tensors(arrays),
@@ -162,8 +173,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         write_json(report, out / "report.json")
         write_metrics_csv(report, out / "metrics.csv")
         gen = row.get("generic", {})
-        log.info("round %d/%d done in %.1f s: %s replies, generic rank-1 %.4f",
-                 rnd, cfg.num_server_rounds, row["seconds"], row.get("num-replies", 0),
+        log.info("round %d/%d done in %.1f s: %s valid replies, generic rank-1 %.4f",
+                 rnd, cfg.num_server_rounds, row["seconds"], row["nodes-replied"],
                  gen.get("rank1", float("nan")))
 
     log.info("final personalised evaluation on the clients")
@@ -184,13 +195,16 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     report["failures"]["final-evaluation"] = pers["failures"]
     report["timing"] = {"pretraining_seconds": t_pre - t_start,
                         "total_seconds": time.perf_counter() - t_start}
+    report["status"] = exit_status.judge(report, cfg.allow_partial)
     torch.save(_arrays_to_tensors(arrays), out / "final_model.pt")
     write_json(report, out / "report.json")
     write_metrics_csv(report, out / "metrics.csv")
-    table = summary_table(report)
+    table = summary_table(report) + "\n\n" + exit_status.rounds_note(report)
     if "privacy" in report:
         table += f"\n\nPrivacy cost: {report['privacy']}."
     (out / "results.md").write_text(table + "\n")
-    log.info("results (%%; n/a = level the data size cannot support), written to %s:\n%s",
-             out, table)
+    exit_status.write_status(out, report["status"]["status"], report["status"]["problems"],
+                             experiment_id)
+    log.info("results (%%), written to %s:\n%s", out, table)
+    exit_status.raise_if_failed(report["status"], out)
     return report

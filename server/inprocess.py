@@ -24,7 +24,7 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedfr.config import format_run_config, parse_run_config, resolve  # noqa: F401 (re-exported)
-from fedfr.errors import ConfigError
+from fedfr.errors import run_entry_point
 from fedfr.runtime import configure_threads
 
 log = logging.getLogger("fedfr.inprocess")
@@ -122,18 +122,22 @@ def run_inprocess(run_config: dict[str, Any] | None = None, client_app=None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 1 the run failed (a round not aggregated, a failed final
+    evaluation; see allow-partial), 2 a user error (one line; traceback with --debug)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-config", default="", help="overrides, Flower syntax")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a user error (default: one line, exit 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     configure_threads()
-    try:
-        values = parse_run_config(args.run_config)
-    except ConfigError as exc:
-        raise SystemExit(str(exc)) from exc
-    run_inprocess(values)
-    return 0
+
+    def run() -> int:
+        run_inprocess(parse_run_config(args.run_config))
+        return 0
+
+    return run_entry_point(run, "server.inprocess", debug=args.debug)
 
 
 if __name__ == "__main__":

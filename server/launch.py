@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fedfr.config import format_run_config, parse_run_config
+from fedfr.errors import run_entry_point
 from server.certs import make_ca_and_server_cert, make_node_key
-from server.simulate import flwr_executable, free_port
+from server.exit_status import clear_results
+from server.simulate import checked_output_dir, flwr_executable, free_port, run_outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -422,6 +424,8 @@ def launch(args: argparse.Namespace) -> int:
         log.warning("--insecure: TLS and SuperNode authentication are OFF; traffic is plain "
                     "HTTP and any process can join as a SuperNode. Loopback testing only.")
     values = prepare_run_config(args.run_config, args.num_supernodes, work)
+    out = checked_output_dir(values)  # config errors before any process
+    clear_results(out)  # an older run's table must never pass for this one's
     log.info("exporting each client's partition to %s", work / "nodes")
     data_dirs = export_nodes(values, work)
 
@@ -442,11 +446,11 @@ def launch(args: argparse.Namespace) -> int:
         log.info("%d SuperNodes online; running the app", args.num_supernodes)
         run = fed.run_app(format_run_config(values))
         rc = run.popen.wait()
-    out = Path(values["output-dir"])
     report_path = out / "report.json"
-    if rc != 0 or not report_path.exists():
+    status = run_outcome(rc, out)  # flwr run exits 0 when the ServerApp raised
+    if status != 0 or not report_path.exists():
         print(f"flwr run failed (rc {rc}); logs in {work / 'logs'}", file=sys.stderr)
-        return rc or 1
+        return status or 1
     report = json.loads(report_path.read_text())
     print(f"\nresults (%), also in {out / 'results.md'} and {report_path}:")
     print((out / "results.md").read_text())
@@ -466,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="echo every SuperLink/SuperNode log line (default: warnings/errors)")
     parser.add_argument("--start-timeout", type=float, default=120.0,
                         help="seconds to wait for the SuperNodes to come online")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a user error (default: one line, exit 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", stream=sys.stderr)
@@ -475,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        return launch(args)
+        return run_entry_point(lambda: launch(args), "server.launch", debug=args.debug)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)
         return 130

@@ -7,6 +7,12 @@ environment already has everything), streams the logs, and stops the SuperLink i
 process id, on exit or Ctrl-C.
 
     python -m server.simulate --num-supernodes 4 --run-config "num-server-rounds=3"
+
+``flwr run`` exits 0 even when the ServerApp raised, so the exit status comes from the run's
+``<output-dir>/status.json`` (server/exit_status.py): the run config is validated with
+fedfr.config's rules before Flower starts (exit 2, one line), a previous run's ``results.md`` and
+``status.json`` are removed first, and the exit status is 0 only when this run wrote a status
+``ok`` or ``partial`` (1 otherwise, with the reason on stderr).
 """
 
 from __future__ import annotations
@@ -121,16 +127,64 @@ def run(run_config: str, num_supernodes: int, flwr_home: Path, app: Path = ROOT,
         stop_superlinks(flwr_home)
 
 
+def checked_output_dir(run_config: str | dict) -> Path:
+    """Validate the run config (``--run-config`` text or parsed values) as the ServerApp will
+    (ConfigError naming the key otherwise); returns the run's output folder."""
+    from fedfr.config import parse_run_config, resolve
+    from fedfr.errors import ConfigError
+
+    values = parse_run_config(run_config) if isinstance(run_config, str) else run_config
+    cfg = resolve(values)
+    if cfg.dataset != "synthetic" and not Path(cfg.data_root).exists():
+        raise ConfigError(f"config 'data-root': {cfg.data_root!r} does not exist; expected the "
+                          f"absolute path of the {cfg.dataset} data")
+    return cfg.output_path
+
+
+def run_outcome(flwr_status: int, out: Path) -> int:
+    """The exit status of a finished ``flwr run``: flwr's own if non-zero, else 1 unless the
+    run wrote status ``ok`` or ``partial`` to ``out`` (the reason is printed on stderr)."""
+    from server.exit_status import STATUS_FILE, read_status
+
+    if flwr_status != 0:
+        return flwr_status
+    status = read_status(out)
+    if status is None:
+        print(f"server.simulate: error: the run wrote no {out / STATUS_FILE}: the ServerApp "
+              "stopped before the end (see its log above)", file=sys.stderr)
+        return 1
+    if status.get("status") not in ("ok", "partial"):
+        problems = status.get("problems") or ["unknown"]
+        print(f"server.simulate: error: run failed: {problems[0]}"
+              + (f" (and {len(problems) - 1} more, see {out / 'results.md'})"
+                 if len(problems) > 1 else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 the run finished (ok or partial), 1 it failed, 2 a user error."""
+    from fedfr.errors import run_entry_point
+    from server.exit_status import clear_results
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-config", default="", help="overrides, Flower's key=value syntax")
     parser.add_argument("--num-supernodes", type=int, default=4)
     parser.add_argument("--federation-config", default="",
                         help="extra federation settings, e.g. 'client-resources-num-cpus=1'")
     parser.add_argument("--flwr-home", type=Path, default=ROOT / ".flwr-home")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of a user error (default: one line, exit 2)")
     args = parser.parse_args(argv)
-    return run(args.run_config, args.num_supernodes, args.flwr_home.resolve(),
-               extra_federation_config=args.federation_config)
+
+    def simulate() -> int:
+        out = checked_output_dir(args.run_config)  # before Flower starts
+        clear_results(out)  # an older run's table must never pass for this one's
+        rc = run(args.run_config, args.num_supernodes, args.flwr_home.resolve(),
+                 extra_federation_config=args.federation_config)
+        return run_outcome(rc, out)
+
+    return run_entry_point(simulate, "server.simulate", debug=args.debug)
 
 
 if __name__ == "__main__":

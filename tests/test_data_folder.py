@@ -82,6 +82,7 @@ def test_tiny_folder_loads_in_natural_order(tiny: Path):
 def test_digest_ignores_location_but_not_content(tiny: Path, tmp_path: Path):
     with pytest.warns(UserWarning):
         a = ImageFolderSource(tiny)
+    a.digest()  # the digest reads the files: compute it while they are there
     moved = tmp_path / "moved"
     tiny.rename(moved)
     with pytest.warns(UserWarning):

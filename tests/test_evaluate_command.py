@@ -10,7 +10,6 @@ import torch
 from ijbc_fixtures import write_bin, write_ijbc
 
 from fedfr.cli import main
-from fedfr.errors import DataFormatError
 from fedfr.models import get_model
 
 
@@ -65,9 +64,13 @@ def test_evaluate_bin_command(tmp_path, run_dir):
     assert (out / "bin_roc.png").exists() and "5-fold" in (out / "bin.md").read_text()
 
 
-def test_evaluate_rejects_wrong_model(tmp_path, run_dir):
+def test_evaluate_rejects_wrong_model(tmp_path, run_dir, capsys):
     write_bin(tmp_path / "lfw.bin", pairs=4)
-    with pytest.raises(DataFormatError, match="do not fit model"):
-        main(["evaluate", "bin", "--bin", str(tmp_path / "lfw.bin"), "--checkpoint",
-              str(run_dir / "final_model.pt"), "--embedding-size", "32", "--out",
-              str(tmp_path / "e")])
+    args = ["evaluate", "bin", "--bin", str(tmp_path / "lfw.bin"), "--checkpoint",
+            str(run_dir / "final_model.pt"), "--embedding-size", "32", "--out",
+            str(tmp_path / "e")]
+    assert main(args) == 2  # a user error: one line, exit status 2
+    err = capsys.readouterr().err
+    assert "do not fit model" in err and "Traceback" not in err
+    assert main(["--debug", *args]) == 2  # --debug adds the traceback
+    assert "Traceback" in capsys.readouterr().err

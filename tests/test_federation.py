@@ -17,6 +17,7 @@ import torch
 
 from clients.app import app as client_app
 from fedfr.config import resolve
+from fedfr.errors import RunFailedError
 from server.federation import run_federation
 from server.inprocess import InProcessGrid, format_run_config, run_inprocess
 
@@ -197,7 +198,9 @@ def test_recordio_dataset_end_to_end(tiny_config: dict, tmp_path: Path) -> None:
 
 
 def test_corrupt_client_image_fails_that_client_only(tiny_config: dict, tmp_path: Path) -> None:
-    """A corrupt file in one client's data takes down that client's rounds, not the run."""
+    """A corrupt file in one client's data takes down that client's rounds; the rounds still
+    aggregate the others, but the final evaluations need that client's images (impostors):
+    the run says it failed (exit 1), naming the file, and its results.md says why."""
     from PIL import Image
 
     from fedfr.config import resolve as _resolve
@@ -223,10 +226,20 @@ def test_corrupt_client_image_fails_that_client_only(tiny_config: dict, tmp_path
     Path(path).write_bytes(b"not an image")
     from fedfr import workspace
     workspace._WORKSPACES.clear()  # drop the decoded tensors cached above
-    report = run_inprocess(conf)
+    with pytest.raises(RunFailedError, match="final evaluation failed on node") as failed:
+        run_inprocess(conf)
+    assert failed.value.exit_code == 1
+    out = Path(conf["output-dir"])
+    report = json.loads((out / "report.json").read_text())
     for r in report["rounds"]:
         assert r["aggregated"] and r["num-replies"] == 2 and r["num-failures"] == 1
         assert Path(path).name in r["failures"][0]["reason"]
+    assert report["status"]["status"] == "failed"
+    assert json.loads((out / "status.json").read_text())["status"] == "failed"
+    results = (out / "results.md").read_text()
+    assert "Rounds aggregated: 2 of 2." in results and "r1 2/3, r2 2/3" in results
+    assert "Status: FAILED, 6 problem(s)" in results
+    assert f"- final evaluation failed on node 1001: {path}: cannot decode" in results
 
 
 def test_run_config_text_round_trip() -> None:

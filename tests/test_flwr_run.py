@@ -32,3 +32,21 @@ def test_flwr_run_simulation_writes_the_report_and_stops_its_superlink(
     assert math.isfinite(report["final"]["personalized"]["rank1"])
     assert "G 1:1" in proc.stdout  # the results table was printed
     assert superlink_pids(home) == []  # nothing left running
+
+
+def test_flwr_run_that_fails_exits_non_zero_and_prints_no_stale_table(
+        tiny_config: dict, tmp_path: Path) -> None:
+    """flwr exits 0 when the ServerApp raised; server.simulate reads the run's status.json."""
+    out = Path(tiny_config["output-dir"])
+    out.mkdir(parents=True)
+    (out / "results.md").write_text("| an older run's table |\n")
+    empty = tmp_path / "no-faces"
+    empty.mkdir()  # exists (passes the pre-flight check), holds no identity folders
+    conf = {**tiny_config, "num-clients": 0, "dataset": "folder", "data-root": str(empty)}
+    cmd = [sys.executable, "-m", "server.simulate", "--num-supernodes", "2", "--flwr-home",
+           str(tmp_path / "flwr-home"), "--run-config", format_run_config(conf)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert f"run failed: {empty}: no identity folders" in proc.stderr
+    assert not (out / "results.md").exists()
+    assert json.loads((out / "status.json").read_text())["status"] == "failed"

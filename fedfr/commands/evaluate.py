@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
+from fedfr.errors import ConfigError
 from fedfr.runtime import configure_threads
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-flip", action="store_true",
                    help="do not add the mirrored image's features")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--verify", action="store_true",
+                   help="key the feature cache by a hash of every byte of the data (default: "
+                        "size + mtime + sampled bytes per file; docs/evaluation.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -159,8 +164,14 @@ def main(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         _run_personal(args)
         return 0
+    if args.verify:
+        os.environ["FEDFR_VERIFY_DIGESTS"] = "1"  # read by fedfr.digest
     model = load_model(args.checkpoint, args.model, args.embedding_size, args.image_size)
-    model.to(args.device)
+    try:
+        model.to(args.device)
+    except (RuntimeError, AssertionError) as exc:  # unknown device string, no CUDA driver, ...
+        raise ConfigError(f"--device {args.device!r}: cannot use it ({str(exc).splitlines()[0]}); "
+                          "expected cpu, cuda or cuda:N on a machine that has it") from exc
     args.out.mkdir(parents=True, exist_ok=True)
     if args.protocol == "ijbc":
         _run_ijbc(args, model)

@@ -19,7 +19,7 @@ from typing import Any
 from fedfr.config import parse_run_config, resolve
 from fedfr.data.export import FORMATS, export_node_data
 from fedfr.data.split import FederatedSplit
-from fedfr.errors import FedFRError
+from fedfr.errors import ConfigError, DataFormatError
 from fedfr.workspace import open_workspace
 
 
@@ -38,30 +38,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated client ids to export (default: all)")
 
 
+def _client_ids(text: str) -> list[int] | None:
+    """'0,2' -> [0, 2]; '' -> None (all); ConfigError naming --clients for anything else."""
+    items = [c.strip() for c in text.split(",") if c.strip()]
+    bad = [c for c in items if not c.isdigit()]
+    if bad:
+        raise ConfigError(f"--clients: expected comma-separated client ids (0, 1, ...), "
+                          f"got {bad[0]!r}")
+    return [int(c) for c in items] or None
+
+
 def main(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     if args.config is not None:
         try:
             values.update(tomllib.loads(args.config.read_text(encoding="utf-8")))
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SystemExit(f"{args.config}: cannot read the run config ({exc})") from exc
-    try:
-        values.update(parse_run_config(args.run_config))
-        if args.manifest is not None:
-            if not args.manifest.is_file():
-                raise SystemExit(f"{args.manifest}: split manifest not found")
-            values.setdefault("num-clients", FederatedSplit.load(args.manifest).spec.num_clients)
-        cfg = resolve(values)
-        if cfg.num_clients < 1:
-            raise SystemExit("fedfr export: set num-clients (> 0) in the run config, or give "
-                             "--manifest: the split needs the number of clients")
-        ws = open_workspace(cfg, manifest=args.manifest)
-        clients = [int(c) for c in args.clients.split(",") if c.strip()] or None
-        out = args.out.resolve()
-        ws.split.save(out / "split.json")
-        paths = export_node_data(ws.source, ws.split, out, fmt=args.format, clients=clients)
-    except FedFRError as exc:
-        raise SystemExit(f"fedfr export: {exc}") from exc
+            raise ConfigError(f"{args.config}: cannot read the run config ({exc})") from exc
+    values.update(parse_run_config(args.run_config))
+    if args.manifest is not None:
+        if not args.manifest.is_file():
+            raise DataFormatError(f"{args.manifest}: split manifest not found")
+        values.setdefault("num-clients", FederatedSplit.load(args.manifest).spec.num_clients)
+    cfg = resolve(values)
+    if cfg.num_clients < 1:
+        raise ConfigError("config 'num-clients': set it (> 0) in the run config, or give "
+                          "--manifest: the split needs the number of clients")
+    ws = open_workspace(cfg, manifest=args.manifest)
+    clients = _client_ids(args.clients)
+    out = args.out.resolve()
+    ws.split.save(out / "split.json")
+    paths = export_node_data(ws.source, ws.split, out, fmt=args.format, clients=clients)
     for path in paths:
         print(path)
     print(f"split {ws.split.digest()} -> {out / 'split.json'}")

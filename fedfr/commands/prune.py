@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fedfr.errors import ConfigError
+from fedfr.errors import ConfigError, first_detail
 from fedfr.runtime import configure_threads
 
 log = logging.getLogger("fedfr.prune")
@@ -85,7 +85,7 @@ def _face(args):
         model.load_state_dict(backbone)
     except RuntimeError as e:
         raise ConfigError(f"{args.checkpoint}: does not fit model '{cfg.model}' of the run "
-                          f"config: {e}") from e
+                          f"config: {first_detail(e)}") from e
     ws = open_workspace(cfg)
     task = FaceTask(ws.public(), ws.generic(), model, phi, batch_size=args.batch_size,
                     s=cfg.cosface_s, m=cfg.cosface_m, seed=args.seed)
@@ -116,7 +116,8 @@ def _torchvision(args):
         try:
             model.load_state_dict(sd)
         except RuntimeError as e:
-            raise ConfigError(f"{args.checkpoint}: does not fit {args.torchvision}: {e}") from e
+            raise ConfigError(f"{args.checkpoint}: does not fit {args.torchvision}: "
+                              f"{first_detail(e)}") from e
     spec = {"kind": "torchvision", "name": args.torchvision,
             "kwargs": {"num_classes": num_classes}}
     x = torch.zeros(1, 3, args.input_size, args.input_size)

@@ -89,7 +89,7 @@ def export_node_data(source: FaceSource, split: FederatedSplit, out_dir: str | P
     ids = list(range(len(split.clients))) if clients is None else [int(c) for c in clients]
     bad = [c for c in ids if not 0 <= c < len(split.clients)]
     if bad:
-        raise ConfigError(f"export: client ids {bad} out of range; the split has "
+        raise ConfigError(f"export: client ids {bad} (--clients) out of range; the split has "
                           f"{len(split.clients)} clients (0..{len(split.clients) - 1})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fedfr.data.source import FaceSource
+from fedfr.digest import files_fingerprint
 from fedfr.errors import DataFormatError
 
 DEFAULT_EXTENSIONS = (".pgm", ".png", ".jpg", ".jpeg", ".bmp")
@@ -112,5 +113,9 @@ class ImageFolderSource(FaceSource):
                 "num_identities": self.num_identities}
 
     def digest_extra(self) -> bytes:
-        """The relative file names, so that a renamed or replaced file changes the digest."""
-        return "\n".join(p.relative_to(self.root).as_posix() for p in self.paths).encode()
+        """The relative file names and each file's portable content fingerprint (size + sampled
+        bytes, ``fedfr.digest``), so that a renamed or replaced file changes the digest."""
+        if "_content" not in self.__dict__:  # read once per source object
+            self._content = files_fingerprint(self.paths, "portable", root=self.root,
+                                              what="image file")
+        return self._content.encode()

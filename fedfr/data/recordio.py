@@ -28,7 +28,8 @@ from PIL import Image
 
 from fedfr.data.folder import decode_image
 from fedfr.data.source import FaceSource
-from fedfr.errors import DataFormatError
+from fedfr.digest import files_fingerprint
+from fedfr.errors import ConfigError, DataFormatError
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -79,7 +80,7 @@ def encode_image(image: np.ndarray, fmt: str = "png") -> bytes:
     elif fmt in ("jpeg", "jpg"):
         Image.fromarray(arr).save(buf, format="JPEG", quality=95)
     else:
-        raise ValueError(f"image format must be 'png' or 'jpeg', got {fmt!r}")
+        raise ConfigError(f"image format must be 'png' or 'jpeg', got {fmt!r}")
     return buf.getvalue()
 
 
@@ -271,8 +272,12 @@ class RecordIOSource(FaceSource):
                 "num_identities": self.num_identities}
 
     def digest_extra(self) -> bytes:
-        """The image keys (their order defines the image indices)."""
-        return np.ascontiguousarray(self.keys, dtype="<i8").tobytes()
+        """The image keys (their order defines the image indices) and the portable content
+        fingerprints of the .rec and .idx files (``fedfr.digest``)."""
+        if "_content" not in self.__dict__:  # read once per source object
+            self._content = files_fingerprint([self.rec_path, self.idx_path], "portable",
+                                              what="RecordIO file")
+        return np.ascontiguousarray(self.keys, dtype="<i8").tobytes() + self._content.encode()
 
     def close(self) -> None:
         if self._mm is not None:

@@ -102,6 +102,8 @@ class FederatedSplit:
     def save(self, path: str | os.PathLike) -> None:
         """Write the JSON manifest atomically (temporary file in the same folder, then rename)."""
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a folder; expected the path of the split manifest to write")
         p.parent.mkdir(parents=True, exist_ok=True)
         doc = {**self.content(), "digest": self.digest()}
         fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)

@@ -19,7 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from fedfr.data.transforms import to_uint8_chw
-from fedfr.errors import DataFormatError
+from fedfr.digest import require_file
+from fedfr.errors import ConfigError, DataFormatError
 from fedfr.evaluation.cache import FeatureCache, files_digest, model_digest
 from fedfr.evaluation.features import embed
 from fedfr.evaluation.metrics import level_key, tar_at_far
@@ -91,7 +92,8 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, n_folds: int = 10
         raise ValueError(f"kfold_accuracy: scores {scores.shape} and issame {issame.shape} "
                          "must be equal 1-D")
     if not (2 <= n_folds <= scores.shape[0]):
-        raise ValueError(f"kfold_accuracy: need 2 <= n_folds <= #pairs, got {n_folds}")
+        raise ConfigError(f"kfold_accuracy: folds (--folds) must be in 2..#pairs "
+                          f"({scores.shape[0]}), got {n_folds}")
     folds = np.array_split(np.arange(scores.shape[0]), n_folds)
     accs = []
     for k, test in enumerate(folds):
@@ -128,6 +130,7 @@ def evaluate_bin(model: nn.Module, path: Path | str, cache: FeatureCache | None 
     size = int(getattr(model, "input_size", 112))
     settings = {"protocol": "bin", "flip": flip, "input_size": size}
     cache = cache or FeatureCache(None)
+    require_file(path, "verification .bin file")  # before hashing it
     key = FeatureCache.key(model_digest(model), files_digest([path]), settings)
     issame_holder: dict[str, np.ndarray] = {}
 

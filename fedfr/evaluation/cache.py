@@ -1,9 +1,10 @@
 """On-disk cache of extracted features, so one model is never embedded twice for the same set.
 
 An entry is keyed by three digests: the model's (every parameter and buffer: names, dtypes,
-shapes, bytes), the data set's (e.g. a content hash of a .bin file or of IJB-C's meta files) and
-the transform settings (image size, flip, alignment...). Entries are ``<key>.npy`` plus a
-``<key>.json`` describing what they hold; both are written atomically (temporary + rename).
+shapes, bytes), the data set's (content fingerprints of a .bin file, or of IJB-C's meta files
+and every crop: ``fedfr.digest``) and the transform settings (image size, flip, alignment...).
+Entries are ``<key>.npy`` plus a ``<key>.json`` describing what they hold; both are written
+atomically (temporary + rename).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedfr.digest import files_fingerprint
+
 log = logging.getLogger(__name__)
 
 
@@ -35,16 +38,11 @@ def model_digest(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def files_digest(paths: Iterable[Path], chunk: int = 1 << 22) -> str:
-    """16-hex sha256 of the named files' names and contents (in the given order)."""
-    h = hashlib.sha256()
-    for p in paths:
-        p = Path(p)
-        h.update(p.name.encode() + b"\0")
-        with open(p, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
-    return h.hexdigest()[:16]
+def files_digest(paths: Iterable[Path], mode: str = "local") -> str:
+    """16-hex digest of the named files' names and content fingerprints (in the given order):
+    size + mtime + sampled bytes, or every byte under ``--verify`` (``fedfr.digest``); a
+    missing file raises DataFormatError naming it."""
+    return files_fingerprint(paths, mode)
 
 
 def settings_digest(settings: Mapping[str, Any]) -> str:

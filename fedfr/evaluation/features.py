@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedfr.data.transforms import to_float
+from fedfr.errors import ConfigError
 
 
 def _forward(model: nn.Module, head: nn.Module | None, x: Tensor) -> Tensor:
@@ -38,7 +39,7 @@ def embed(model: nn.Module, images: Tensor | np.ndarray, batch_size: int = 256,
     if x_all.shape[0] == 0:
         raise ValueError("embed: no images to embed (N = 0)")
     if batch_size < 1:
-        raise ValueError(f"embed: batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"embed: batch size (--batch-size) must be >= 1, got {batch_size}")
     modules = [m for m in (model, head) if m is not None]
     was_training = [m.training for m in modules]
     for m in modules:

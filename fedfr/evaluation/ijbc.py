@@ -18,6 +18,7 @@ template's media, L2-normalised (insightface's eval_ijbc convention).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
@@ -34,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from fedfr.data.transforms import to_float, to_uint8_chw
+from fedfr.digest import file_fingerprint
 from fedfr.errors import DataFormatError
 from fedfr.evaluation.align import align_face
 from fedfr.evaluation.cache import FeatureCache, files_digest, model_digest
@@ -85,7 +87,8 @@ def _need(path: Path, what: str) -> Path:
 def _read_table(path: Path, ncols: int, what: str) -> pd.DataFrame:
     """Whitespace-separated table without header; error naming the file if malformed."""
     try:
-        df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c")
+        df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, engine="c",
+                         keep_default_na=False)  # a short line's missing fields read as ""
     except pd.errors.EmptyDataError as e:
         raise DataFormatError(f"{path}: empty file, expected lines of {what}") from e
     except Exception as e:  # noqa: BLE001 - pandas raises several parser errors
@@ -93,7 +96,26 @@ def _read_table(path: Path, ncols: int, what: str) -> pd.DataFrame:
     if df.shape[1] != ncols:
         raise DataFormatError(f"{path}: expected {ncols} columns per line ({what}), "
                               f"found {df.shape[1]}")
+    short = (df == "").any(axis=1).to_numpy()
+    if short.any():
+        r = int(np.flatnonzero(short)[0])
+        n = int((df.iloc[r] != "").sum())
+        raise DataFormatError(f"{path}: line {_line_number(path, r)}: {n} fields, expected "
+                              f"{ncols} ({what})")
     return df
+
+
+def _line_number(path: Path, row: int) -> int:
+    """1-based line number of the ``row``-th non-blank line of ``path`` (pandas skips blank
+    lines)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        seen = -1
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return number
+    return row + 1
 
 
 def _read_int_table(path: Path, ncols: int, what: str, numbers: str) -> np.ndarray:
@@ -111,7 +133,9 @@ def _read_int_table(path: Path, ncols: int, what: str, numbers: str) -> np.ndarr
 
 
 def _to_numbers(df: pd.DataFrame, cols: Sequence[int], path: Path, kind: type,
-                what: str) -> np.ndarray:
+                what: str, first_line: int = 1) -> np.ndarray:
+    """Columns ``cols`` as ``kind``; DataFormatError naming the file and line (row r is line
+    ``first_line + r``) of the first value that does not convert."""
     try:
         return df.iloc[:, list(cols)].to_numpy().astype(kind)
     except ValueError:
@@ -120,7 +144,7 @@ def _to_numbers(df: pd.DataFrame, cols: Sequence[int], path: Path, kind: type,
             try:
                 arr[r].astype(kind)
             except ValueError:
-                raise DataFormatError(f"{path}: line {r + 1} {list(arr[r])}: expected "
+                raise DataFormatError(f"{path}: line {r + first_line} {list(arr[r])}: expected "
                                       f"{what}") from None
         raise
 
@@ -142,6 +166,10 @@ def read_ijbc_meta(root: Path | str) -> IJBCMeta:
     lmk = _read_table(p_lmk, 12, "<image> x1 y1 ... x5 y5 <detector score>")
     lnames = lmk.iloc[:, 0].tolist()
     lv = _to_numbers(lmk, range(1, 12), p_lmk, np.float32, "11 numbers after the image name")
+    if not np.isfinite(lv).all():
+        r = int(np.flatnonzero(~np.isfinite(lv).all(axis=1))[0])
+        raise DataFormatError(f"{p_lmk}: line {_line_number(p_lmk, r)}: expected 11 finite "
+                              f"numbers after the image name, got {lmk.iloc[r, 1:].tolist()}")
     if lnames != names:
         # join by name (the files normally list the same images in the same order)
         pos = {n: i for i, n in enumerate(lnames)}
@@ -186,7 +214,8 @@ def read_1n_list(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:  # noqa: BLE001
         raise DataFormatError(f"{path}: cannot read as a NIST 1:N CSV with header "
                               f"TEMPLATE_ID,SUBJECT_ID,... ({e})") from e
-    vals = _to_numbers(df, [0, 1], path, np.int64, "integer TEMPLATE_ID and SUBJECT_ID")
+    vals = _to_numbers(df, [0, 1], path, np.int64, "integer TEMPLATE_ID and SUBJECT_ID",
+                       first_line=2)
     if vals.shape[0] == 0:
         raise DataFormatError(f"{path}: no templates listed")
     t, first = np.unique(vals[:, 0], return_index=True)
@@ -282,9 +311,22 @@ def embed_images_raw(model: nn.Module, meta: IJBCMeta, flip: bool = True,
                            for o in out])
 
 
-def ijbc_dataset_digest(meta: IJBCMeta) -> str:
-    """Content digest of the meta files (images are identified by name through them)."""
-    return files_digest([meta.meta_dir / TID_MID, meta.meta_dir / LANDMARKS])
+def ijbc_dataset_digest(meta: IJBCMeta, skip_missing: bool = False) -> str:
+    """Content digest of the meta files and of every crop they list (``fedfr.digest``: size,
+    mtime and sampled bytes; every byte with ``FEDFR_VERIFY_DIGESTS=1``), so re-cropped images
+    invalidate cached features. A listed crop that is missing raises DataFormatError naming it
+    (with ``skip_missing`` it is hashed as missing: it becomes a nan row, see
+    ``embed_images_raw``)."""
+    h = hashlib.sha256(files_digest([meta.meta_dir / TID_MID, meta.meta_dir / LANDMARKS]).encode())
+    crops = meta.root / "loose_crop"
+    for name in meta.images:
+        path = crops / name
+        h.update(name.encode() + b"\0")
+        if skip_missing and not path.is_file():
+            h.update(b"missing")
+            continue
+        h.update(file_fingerprint(path, "local", "IJB-C crop listed in the meta files"))
+    return h.hexdigest()[:16]
 
 
 def image_features(model: nn.Module, meta: IJBCMeta, cache: FeatureCache | None = None,
@@ -297,7 +339,8 @@ def image_features(model: nn.Module, meta: IJBCMeta, cache: FeatureCache | None 
                 "input_size": int(getattr(model, "input_size", 112)),
                 "align": "arcface-5pt-112"}
     cache = cache or FeatureCache(None)
-    key = FeatureCache.key(model_digest(model), ijbc_dataset_digest(meta), settings)
+    key = FeatureCache.key(model_digest(model), ijbc_dataset_digest(meta, skip_bad_images),
+                           settings)
     return cache.get_or_compute(
         key, lambda: embed_images_raw(model, meta, flip, batch_size, device,
                                       workers=workers, skip_bad_images=skip_bad_images),

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fedfr.checkpoint import safe_load
-from fedfr.errors import DataFormatError
+from fedfr.errors import DataFormatError, first_detail
 
 
 def _fmt(v: Any, count: bool = False) -> str:
@@ -131,8 +131,10 @@ def load_model(checkpoint: Path, model: str | None, embedding_size: int | None,
                image_size: int | None) -> nn.Module:
     """Build the backbone (settings from the arguments, else from the run's report.json, else
     small_cnn / 512 / 112) and load the checkpoint's weights into it."""
+    from fedfr.digest import require_file
     from fedfr.models import get_model
 
+    require_file(checkpoint, "checkpoint")
     found = run_model_settings(checkpoint)
     name = model or found.get("model") or "small_cnn"
     emb = int(embedding_size or found.get("embedding-size") or 512)
@@ -143,5 +145,5 @@ def load_model(checkpoint: Path, model: str | None, embedding_size: int | None,
         net.load_state_dict(state)
     except RuntimeError as e:
         raise DataFormatError(f"{checkpoint}: weights do not fit model {name} (d={emb}, "
-                              f"input {size}): {str(e).splitlines()[0]}") from e
+                              f"input {size}): {first_detail(e)}") from e
     return net.eval()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.counting import count_resources
 from fedfr.pruning.impact import measure_latency
 
@@ -40,12 +41,13 @@ def check_constraints(constraints: Mapping[str, float]) -> dict[str, float]:
         if v is None:
             continue
         if k not in RESOURCES:
-            raise ValueError(f"unknown constraint {k!r}; expected one of {RESOURCES}")
+            raise ConfigError(f"unknown constraint {k!r}; expected one of {RESOURCES}")
         if not (0.0 < float(v) <= 1.0):
-            raise ValueError(f"constraint {k}={v}: expected a remaining fraction in (0, 1]")
+            raise ConfigError(f"constraint {k}={v} (--{k}): expected a remaining fraction in "
+                              "(0, 1]")
         out[k] = float(v)
     if not out:
-        raise ValueError("no constraint given (e.g. flops=0.5, params=0.6)")
+        raise ConfigError("no constraint given (e.g. flops=0.5, params=0.6)")
     return out
 
 

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedfr.errors import ConfigError, FedFRError
+
 CONVENTIONS = ("eq5.7", "full")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -37,7 +39,7 @@ _POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgP
 COUNTED_WITH_PARAMS = _CONV + (nn.Linear, nn.PReLU, nn.MultiheadAttention) + _NORM
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(FedFRError, ValueError):
     """A layer the counter or the pruner cannot handle (the message names it)."""
 
 
@@ -143,7 +145,7 @@ def count_resources(model: nn.Module, example_input: torch.Tensor,
     ValueError for an unknown convention.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise ConfigError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     check_supported(model)
     layers: list[LayerCount] = []
     seen: set[int] = set()

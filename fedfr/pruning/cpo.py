@@ -28,6 +28,7 @@ from typing import Any
 
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.constraints import Meter
 from fedfr.pruning.criteria import sparsity_order
 from fedfr.pruning.global_pruning import PruneResult
@@ -110,9 +111,9 @@ def prune_cpo(model: nn.Module, task: PruningTask, config: CPOConfig | None = No
     """
     cfg = config or CPOConfig()
     if cfg.cond2 not in ("midpoint", "previous"):
-        raise ValueError(f"cond2 must be 'midpoint' or 'previous', got {cfg.cond2!r}")
+        raise ConfigError(f"cond2 must be 'midpoint' or 'previous', got {cfg.cond2!r}")
     if cfg.ps_denominator not in ("eq5.6", "flops"):
-        raise ValueError(f"ps_denominator must be 'eq5.6' or 'flops', got {cfg.ps_denominator!r}")
+        raise ConfigError(f"ps_denominator must be 'eq5.6' or 'flops', got {cfg.ps_denominator!r}")
     t0 = time.perf_counter()
     x = task.example_input
     meter = Meter(x, cfg.convention)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.groups import ChannelGroup, PrunableNet
 
 TAYLOR_MODES = ("sq_of_sum", "sum_of_sq")
@@ -79,7 +80,7 @@ def taylor_scores(maps: list[tuple[nn.Module, torch.Tensor, bool]], mode: str = 
     (sum of v)^2 (the authors' code default) or ``sum_of_sq`` = sum of v^2. Shape (size,).
     """
     if mode not in TAYLOR_MODES:
-        raise ValueError(f"taylor mode must be one of {TAYLOR_MODES}, got {mode!r}")
+        raise ConfigError(f"taylor mode must be one of {TAYLOR_MODES}, got {mode!r}")
     vals = []
     for mod, idx, is_bn in maps:
         w, b = mod.weight, getattr(mod, "bias", None)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.constraints import (
     Meter,
     check_constraints,
@@ -87,7 +88,7 @@ def prune_global(model: nn.Module, task: PruningTask, constraints: Mapping[str, 
     """Prune ``model`` in place until FLOPs / params / latency are at most the given fractions
     of the original (``constraints``, e.g. {"flops": 0.5, "params": 0.6})."""
     if method not in GLOBAL_METHODS:
-        raise ValueError(f"method must be one of {GLOBAL_METHODS}, got {method!r}")
+        raise ConfigError(f"method must be one of {GLOBAL_METHODS}, got {method!r}")
     cfg = config or GlobalConfig()
     cons = check_constraints(constraints)
     x = task.example_input

@@ -19,6 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.counting import UnsupportedLayerError, check_supported
 
 _PRUNABLE_ROOTS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -91,7 +92,7 @@ class PrunableNet:
         self.ignored = list(output_layers(model, example_input) if ignored is None else ignored)
         for n in self.ignored:
             if n not in names:
-                raise ValueError(f"ignored layer '{n}' is not a module of the model")
+                raise ConfigError(f"ignored layer '{n}' (--keep) is not a module of the model")
         self._modules = names
         self._names = {id(m): n for n, m in names.items()}
         was = model.training

@@ -38,7 +38,7 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     if kind == "zoo":
         from fedfr.pruning import zoo
         return getattr(zoo, spec["name"])(**spec.get("kwargs", {}))
-    raise ValueError(f"model spec: unknown kind {kind!r} (fedfr | torchvision | zoo)")
+    raise DataFormatError(f"model spec: unknown kind {kind!r} (fedfr | torchvision | zoo)")
 
 
 def _param(shape: torch.Size) -> nn.Parameter:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.constraints import Meter
 from fedfr.pruning.cpo import CPOConfig, prune_cpo
 from fedfr.pruning.global_pruning import GlobalConfig, PruneResult, prune_global
@@ -33,7 +34,7 @@ def prune(model: nn.Module, task: PruningTask | None, method: str,
     gcfg = global_cfg or GlobalConfig()
     if method in ("caie", "taylor"):
         if task is None:
-            raise ValueError(f"method {method!r} needs training data (a task)")
+            raise ConfigError(f"method {method!r} needs training data (a task)")
         return prune_global(model, task, constraints, method, gcfg, ignored, progress)
     if method in ("uniform", "l1"):
         x = example_input if example_input is not None else task.example_input
@@ -41,9 +42,9 @@ def prune(model: nn.Module, task: PruningTask | None, method: str,
                              gcfg.min_ratio, gcfg.convention, ignored, gcfg.latency_repeats)
     if method == "cpo":
         if task is None:
-            raise ValueError("method 'cpo' needs training and validation data (a task)")
+            raise ConfigError("method 'cpo' needs training and validation data (a task)")
         return prune_cpo(model, task, cpo_cfg, ignored, progress)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
 
 
 def _gpu_ms(model: nn.Module, x: torch.Tensor, repeats: int) -> float:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.training.batches import batch_indices, seeded_generator
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def batch_stream(task: PruningTask, start_epoch: int = 0) -> Iterator[Any]:
             empty = False
             yield b
         if empty:
-            raise ValueError("task.train_batches yielded no batch (training set too small?)")
+            raise ConfigError("the training set gives no batch (task.train_batches yielded none); "
+                              "expected at least --batch-size training images")
         epoch += 1
 
 
@@ -127,7 +129,7 @@ class FineTuneSchedule:
         base = {"cifar": cls(240, 1e-3, (80, 160)), "imagenet": cls(30, 1e-3, (10, 20)),
                 "none": cls(0, 1e-3, ())}
         if name not in base:
-            raise ValueError(f"fine-tune schedule must be one of {sorted(base)}, got {name!r}")
+            raise ConfigError(f"fine-tune schedule must be one of {sorted(base)}, got {name!r}")
         s = base[name]
         if epochs is not None and s.epochs:
             s.milestones = tuple(max(1, round(m * epochs / s.epochs)) for m in s.milestones)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
+from fedfr.errors import ConfigError
 from fedfr.pruning.constraints import Meter, check_constraints, satisfied
 from fedfr.pruning.criteria import l1_order, sparsity_order
 from fedfr.pruning.global_pruning import PruneResult
@@ -29,9 +30,9 @@ def prune_uniform_ratio(model: nn.Module, example_input, ratio: float, order: st
                         groups: list[str] | None = None) -> nn.Module:
     """Remove round(C0 * ratio) channels of every group (in place); ``groups``: only these roots."""
     if order not in ORDERS:
-        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+        raise ConfigError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
     if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
+        raise ConfigError(f"ratio must lie in [0, 1], got {ratio}")
     net = PrunableNet(model, example_input, ignored)
     for g in net.groups():
         if groups is not None and g.root not in groups:

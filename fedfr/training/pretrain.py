@@ -10,7 +10,7 @@ from torch import nn
 
 from fedfr.checkpoint import digest_of, load_pretrained, save_pretrained
 from fedfr.config import resolve_path
-from fedfr.errors import ConfigError
+from fedfr.errors import ConfigError, first_detail
 from fedfr.evaluation.features import embed
 from fedfr.hard_negatives import mean_class_features
 from fedfr.losses import cosface_loss
@@ -91,7 +91,9 @@ def load_or_pretrain(cfg, ws) -> tuple[dict[str, torch.Tensor], torch.Tensor, di
         try:
             model_from_config(cfg).load_state_dict(backbone)
         except RuntimeError as e:
-            raise ConfigError(f"{path}: backbone does not fit model '{cfg.model}': {e}") from e
+            raise ConfigError(f"{path}: backbone does not fit model '{cfg.model}' "
+                              f"(embedding-size {cfg.embedding_size}, image-size "
+                              f"{cfg.image_size}): {first_detail(e)}") from e
         log.info("loaded pre-trained model from %s", path)
         return backbone, phi, {"path": str(path), "loaded": True, **meta}
     log.info("pre-training %s on D_g (%d identities) for %d epochs -> %s", cfg.model, k_g,

@@ -107,8 +107,10 @@ pruning: $(STAMP)
 	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.pruning_face --out $(CURDIR)/outputs/pruning-face
 
 ## personalization: Tables 7.2 / 7.3 (Fine-tune, KD, DFC-CosFace, FedFR; Theta_g / Theta_l / [Theta_l, Pi_l])
+## on the CPU preset over 3 seeds with 95 % intervals (docs/results.md; about 30-60 min)
 personalization: $(STAMP)
-	FEDFR_NUM_THREADS=2 $(BIN)/python -m benchmarks.personalization \
+	FEDFR_NUM_THREADS=2 $(BIN)/python -m benchmarks.personalization --preset personal \
+	  --seeds 0,1,2 --bootstrap 500 --reuse \
 	  --out $(CURDIR)/outputs/personalization --run-config "cache-dir='$(CACHE)' $(RUN_CONFIG)"
 
 ## hn-sweep: Fig. 7.3 (generic metric and steps per epoch against t_HN)

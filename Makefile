@@ -11,7 +11,7 @@ NODES  ?= 4
 RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install demo demo-orl ablation personalization hn-sweep ids-per-client split federation \
+.PHONY: install demo demo-reid reid-benchmark demo-orl ablation personalization hn-sweep ids-per-client split federation \
 	eval-scale reid-eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
@@ -53,6 +53,20 @@ demo: $(STAMP)
 	  --run-config "output-dir='$(OUT)' cache-dir='$(CACHE)' $(RUN_CONFIG)"
 	@echo; echo "results (%), also in $(OUT)/results.md and report.json:"; cat $(OUT)/results.md
 
+## demo-reid: the re-ID workload (Sec. 7.7: 4 synthetic client domains, 4 unseen) through `flwr run`
+demo-reid: $(STAMP)
+	$(BIN)/python -m server.simulate --num-supernodes 4 \
+	  --run-config "task='reid' output-dir='$(CURDIR)/outputs/reid' cache-dir='$(CACHE)' $(RUN_CONFIG)"
+	@echo; cat $(CURDIR)/outputs/reid/results.md
+
+## reid-benchmark: Sec. 7.7's rows (pre-trained, local, FedAvg, + each FedFR technique, FedFR,
+## central) on the synthetic domains, 2 seeds; REID_BENCH_CONFIG / REID_SEEDS override
+REID_SEEDS ?= 0,1
+REID_BENCH_CONFIG ?= reid-synthetic-ids=40 num-server-rounds=4 pretrain-epochs=8 local-epochs=1
+reid-benchmark: $(STAMP)
+	$(BIN)/python -m benchmarks.reid_benchmark --out $(CURDIR)/outputs/reid-benchmark \
+	  --seeds $(REID_SEEDS) --run-config "cache-dir='$(CACHE)' $(REID_BENCH_CONFIG)"
+
 ## demo-orl: the same on the real ORL faces in ../shared/data/faces/orl
 demo-orl: $(STAMP)
 	$(BIN)/python -m server.simulate --num-supernodes 4 \
@@ -93,8 +107,10 @@ pruning: $(STAMP)
 	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.pruning_face --out $(CURDIR)/outputs/pruning-face
 
 ## personalization: Tables 7.2 / 7.3 (Fine-tune, KD, DFC-CosFace, FedFR; Theta_g / Theta_l / [Theta_l, Pi_l])
+## on the CPU preset over 3 seeds with 95 % intervals (docs/results.md; about 30-60 min)
 personalization: $(STAMP)
-	FEDFR_NUM_THREADS=2 $(BIN)/python -m benchmarks.personalization \
+	FEDFR_NUM_THREADS=2 $(BIN)/python -m benchmarks.personalization --preset personal \
+	  --seeds 0,1,2 --bootstrap 500 --reuse \
 	  --out $(CURDIR)/outputs/personalization --run-config "cache-dir='$(CACHE)' $(RUN_CONFIG)"
 
 ## hn-sweep: Fig. 7.3 (generic metric and steps per epoch against t_HN)

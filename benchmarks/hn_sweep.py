@@ -7,6 +7,9 @@ local epoch per client, hard negatives per client per round, seconds), ``hn_swee
 ``config.json`` and ``split.json`` to ``--out``.
 
     python -m benchmarks.hn_sweep --out outputs/hn-sweep [--thresholds=-1,0.4,0.6,0.8] [--paper]
+
+With ``--seeds 0,1,2`` each seed runs in ``<out>/seed-<s>/`` and ``hn_sweep.{csv,md}`` at the
+top hold mean ± sd over the seeds with a Student-t 95 % interval (the plot shows the means).
 """
 
 from __future__ import annotations
@@ -14,15 +17,19 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from benchmarks.common import (
     PAPER,
     SMALL,
     columns,
     parser,
     run_row,
+    seed_dirs,
     start,
     steps_per_epoch,
     write_run_files,
+    write_seed_table,
     write_table,
 )
 
@@ -55,7 +62,26 @@ def plot(path: Path, ts: list[float], metric: list[float], metric_name: str,
     plt.close(fig)
 
 
-def run(base: dict, out: Path, thresholds: list[float]) -> list[dict]:
+def run(base: dict, out: Path, thresholds: list[float], seeds: list[int] | None = None
+        ) -> list[dict]:
+    """One sweep (no seeds) or one per seed plus the table over seeds; per-seed results."""
+    per_seed = [run_one(b, o, thresholds) for b, o in seed_dirs(base, out, seeds)]
+    if seeds:
+        write_seed_table(out, "hn_sweep", [rows for rows, _ in per_seed], ["t_HN"],
+                         sections=("generic",),
+                         extra=[("steps", "steps / epoch"), ("hn", "hard negatives / client"),
+                                ("seconds", "seconds")], num_samples=0,
+                         note="Generic protocol with Theta_g (values in %).")
+        frame = pd.read_csv(out / "hn_sweep.csv")
+        col = [c for c in frame.columns if c.startswith("G ") and not c.endswith(
+            (" sd", " lo", " hi"))][0]
+        plot(out / "hn_sweep.png", thresholds, list(frame[col])[:len(thresholds)], col,
+             list(frame["steps / epoch"])[:len(thresholds)], float(frame[col].iloc[-1]))
+        write_run_files(out, base, seed_dirs(base, out, seeds)[0][1] / f"t{thresholds[0]:+.2f}")
+    return [r for _, results in per_seed for r in results]
+
+
+def run_one(base: dict, out: Path, thresholds: list[float]) -> tuple[list, list[dict]]:
     rows, results = [], []
     pretrained: dict = {}
     for t in thresholds:
@@ -80,7 +106,7 @@ def run(base: dict, out: Path, thresholds: list[float]) -> list[dict]:
          [r["steps"] for r in results],
          100 * pretrained.get("generic", {}).get(metric_key, math.nan))
     write_run_files(out, base, out / f"t{thresholds[0]:+.2f}")
-    return results
+    return rows, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     base, out = start(args, SMALL, PAPER)
     ts = (args.thresholds.split(",") if args.thresholds else
           PAPER_THRESHOLDS if args.paper else SMALL_THRESHOLDS)
-    run(base, out, [float(t) for t in ts if str(t)])
+    run(base, out, [float(t) for t in ts if str(t)], args.seeds)
     return 0
 
 

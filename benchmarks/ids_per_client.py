@@ -12,6 +12,10 @@ and ``split-k<k>.json`` per scenario (``split.json`` = the first).
 FedFace's privacy cost: its clients send their class proxies to the server (FedFR does not).
 
     python -m benchmarks.ids_per_client --out outputs/ids-per-client [--ids 8,4,2,1] [--paper]
+
+With ``--seeds 0,1,2`` each seed runs in ``<out>/seed-<s>/`` and the top-level
+``ids_per_client`` table holds mean ± sd over the seeds with a Student-t 95 % interval;
+``fig7_4`` plots the means.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from benchmarks.common import (
     columns,
     parser,
     run_row,
+    seed_dirs,
     start,
     write_run_files,
+    write_seed_table,
     write_table,
 )
 from fedfr.config import resolve
@@ -84,7 +90,27 @@ def plot(path: Path, ids: list[int], series: dict[str, list[float]], metric: str
     plt.close(fig)
 
 
-def run(base: dict, out: Path, ids: list[int]) -> pd.DataFrame:
+def run(base: dict, out: Path, ids: list[int], seeds: list[int] | None = None) -> pd.DataFrame:
+    """One figure (no seeds) or one per seed plus the table and figure over the seeds."""
+    per_seed = [run_one(b, o, ids) for b, o in seed_dirs(base, out, seeds)]
+    if not seeds:
+        return pd.read_csv(out / "fig7_4.csv")
+    note = f"Generic protocol with Theta_g, values in %. {PRIVACY_COST}."
+    write_seed_table(out, "ids_per_client", per_seed, ["clients x IDs", "method"],
+                     extra=[("seconds", "seconds")], note=note, num_samples=0)
+    mean_rows = []
+    for i, (labels, res) in enumerate(per_seed[0]):
+        gen = {k: sum(float(rows[i][1].get("generic", {}).get(k, math.nan))
+                      for rows in per_seed) / len(per_seed) for k in res.get("generic", {})}
+        mean_rows.append((labels, {"generic": gen}))
+    first = seed_dirs(base, out, seeds)[0][1]
+    shutil.copy(first / "split.json", out / "split.json")
+    shutil.copy(first / "config.json", out / "config.json")
+    return write_figure(out, mean_rows, ids, int(base["num-clients"]),
+                        f" Mean over seeds {', '.join(map(str, seeds))}.")
+
+
+def run_one(base: dict, out: Path, ids: list[int]) -> list[tuple[list[str], dict]]:
     clients = int(base["num-clients"])
     data = prepare_source(base, out, max(ids))
     pretrained = out / "pretrained.pt"
@@ -113,6 +139,15 @@ def run(base: dict, out: Path, ids: list[int]) -> pd.DataFrame:
     note = f"Generic protocol with Theta_g, values in %. {PRIVACY_COST}."
     write_table(out, "ids_per_client", rows, ["clients x IDs", "method"],
                 extra=[("seconds", "seconds")], note=note)
+    write_figure(out, rows, ids, clients)
+    write_run_files(out, {**base, **data}, None)
+    shutil.copy(out / f"split-k{ids[0]}.json", out / "split.json")
+    return rows
+
+
+def write_figure(out: Path, rows: list[tuple[list[str], dict]], ids: list[int], clients: int,
+                 caption: str = "") -> pd.DataFrame:
+    """``fig7_4.{csv,md,png}``: the first generic column, methods x scenarios."""
     col = columns(rows[0][1], ("generic",))[0]
     methods = ["Pre-trained", "Central", *(label for label, _ in METHODS.values())]
     series = {m: [100 * float((r.get("generic") or {}).get(col[1], math.nan))
@@ -122,15 +157,13 @@ def run(base: dict, out: Path, ids: list[int]) -> pd.DataFrame:
                              for i, k in enumerate(ids)}})
     frame.to_csv(out / "fig7_4.csv", index=False)
     head = "| method | " + " | ".join(f"{k} IDs/client" for k in ids) + " |"
-    lines = [f"Generic {col[2]} (%), {clients} clients.", "", head,
+    lines = [f"Generic {col[2]} (%), {clients} clients.{caption}", "", head,
              "|---|" + "---:|" * len(ids)]
     lines += ["| " + m + " | " + " | ".join(f"{v:.2f}" for v in series[m]) + " |"
               for m in methods]
     (out / "fig7_4.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
     plot(out / "fig7_4.png", ids, series, col[2])
-    write_run_files(out, {**base, **data}, None)
-    shutil.copy(out / f"split-k{ids[0]}.json", out / "split.json")
     return frame
 
 
@@ -142,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     base, out = start(args, SMALL_FIG, PAPER_FIG)
     ids = [int(k) for k in (args.ids.split(",") if args.ids else
                             (PAPER_IDS if args.paper else SMALL_IDS))]
-    run(base, out, ids)
+    run(base, out, ids, args.seeds)
     return 0
 
 

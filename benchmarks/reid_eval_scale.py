@@ -43,6 +43,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.eval_scale import _status, reset_peak  # noqa: E402  (/proc/self/status)
 from fedfr.reid.evaluation import (  # noqa: E402
     evaluate_rank,
     features_to_rank,
@@ -57,28 +58,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"queries": 300, "gallery": 1500, "distractors": 260, "ids": 70, "cams": 6,
               "dim": 256, "noise": 1.8, "repeats": 2, "rerank_repeats": 1},
 }
-
-
-# --- memory ---------------------------------------------------------------------------------
-def _status_bytes(field: str) -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current resident set (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -117,13 +96,13 @@ def _phase(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
     out = None
     for _ in range(repeats):
         out = None
-        _reset_peak()
-        start_rss = _status_bytes("VmRSS")
+        reset_peak()
+        start_rss = _status("VmRSS")
         t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-        peak = _status_bytes("VmHWM")
+        peak = _status("VmHWM")
         peaks.append(peak)
         above.append(peak - start_rss)
     return {"wall_s_median": statistics.median(walls), "wall_s_range": [min(walls), max(walls)],

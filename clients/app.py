@@ -1,22 +1,27 @@
-"""The FedFR ClientApp: a thin Flower adapter over ``fedfr.training.local`` and the protocols.
+"""The fedfr ClientApp: a thin Flower adapter over the run's workload (``fedfr.workloads``).
+
+The run-config key ``task`` names the workload (``face`` by default, ``reid``, ...); this module
+knows nothing of faces or pedestrians: it resolves the config, checks the server's config digest,
+finds the node's partition and state folder, and hands the message to ``Workload.train`` /
+``Workload.evaluate``.
 
 Messages (the contract with ``server/``):
 - ``train``: in ``arrays`` (``backbone.*`` [+ ``phi``]) and ``config`` (``server-round``,
   ``experiment-id``, ``config-digest``). Out: the same array keys and a MetricRecord with
   ``num-examples`` (the aggregation weight), ``num-hard-negatives`` and ``num-steps``. Nothing else:
-  W_l, Pi_l, Omega_l, b, features, labels and images stay on the node (the strategy rejects
-  anything else; ``tests/test_federation.py`` audits every message). The one exception is the
-  FedFace baseline (``strategy = "fedface"``), whose reply adds the class proxies W_l under
-  ``proxies`` (its privacy cost, see strategies/fedface.py).
-- ``evaluate``: the personalised protocol on this client for the models named in
-  ``config["eval-models"]`` (``global``, ``local``, ``personal``, and the two-stage baselines
-  ``finetune`` / ``kd`` trained here from Theta_g); replies with averaged-ready
-  scalar metrics ``<model>.<metric>``, never with features or scores.
+  classifiers, personal branches, features, labels and images stay on the node (the strategy
+  rejects anything else; ``tests/test_federation.py`` audits every message). The one exception is
+  the face FedFace baseline (``strategy = "fedface"``), whose reply adds the class proxies W_l
+  under ``proxies`` (its privacy cost, see strategies/fedface.py).
+- ``evaluate``: the workload's personalised protocol on this client for the models named in
+  ``config["eval-models"]`` (faces: ``global``, ``local``, ``personal``, and the two-stage
+  baselines ``finetune`` / ``kd``); replies with averaged-ready scalar metrics
+  ``<model>.<metric>``, never with features or scores.
 
 Personal state is stored on the node's disk (``state-dir`` from node-config or run-config).
 With node-config ``data-dir`` (a folder written by ``fedfr export``) the node opens only its own
-partition and the public set (``fedfr/node_data.py``); a missing or wrong folder gives one error
-reply naming the path, not a traceback.
+data and the public set; a missing or wrong folder gives one error reply naming the path, not a
+traceback.
 """
 
 from __future__ import annotations
@@ -25,24 +30,14 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-from flwr.app import Array, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfr.client_state import ClientStateStore
-from fedfr.config import EVAL_MODELS, Config, resolve, resolve_path
-from fedfr.dfc import DFCHead
-from fedfr.evaluation.run import embed_eval, embed_other_clients, personalized_metrics
-from fedfr.feature_cache import shared_public_features
-from fedfr.models.template import model_factory
-from fedfr.node_data import NodeDataError, open_node_workspace
+from fedfr.config import Config, resolve, resolve_path
+from fedfr.node_data import NodeDataError
 from fedfr.runtime import configure_threads
-from fedfr.training.batches import seeded_generator
-from fedfr.training.local import LocalData, PersonalState, train_local_round
-from fedfr.training.personalize import METHODS as PERSONALIZERS
-from fedfr.training.personalize import personalize
-from fedfr.workspace import open_workspace
-from strategies.fedface import PROXIES_KEY
+from fedfr.workloads import get_workload
+from fedfr.workloads.base import NodeInfo
 from strategies.records import COUNT_KEYS, pack_arrays, unpack_arrays
 
 log = logging.getLogger(__name__)
@@ -52,6 +47,9 @@ app = ClientApp()
 REPLY_METRIC_KEYS = COUNT_KEYS
 #: Error code of a reply from a node whose data directory is missing or invalid
 NODE_DATA_ERROR = 100
+
+__all__ = ["NODE_DATA_ERROR", "REPLY_METRIC_KEYS", "app", "client_config", "node_info",
+           "pack_arrays", "partition_id", "state_root", "unpack_arrays"]
 
 
 # --- helpers shared by both handlers --------------------------------------------------------
@@ -77,14 +75,9 @@ def state_root(cfg: Config, context: Context) -> Path:
     return cfg.output_path / "client-state"
 
 
-def _workspace(cfg: Config, context: Context):
-    """node-config ``data-dir`` (a ``fedfr export`` folder): only this node's own partition and
-    the public set; otherwise the whole dataset (simulation; ``data-root`` overrides the path)."""
-    data_dir = str(context.node_config.get("data-dir", "") or "")
-    if data_dir:
-        return open_node_workspace(cfg, data_dir, partition_id(context))
-    data_root = str(context.node_config.get("data-root", "")) or None
-    return open_workspace(cfg, data_root=data_root)
+def node_info(cfg: Config, context: Context) -> NodeInfo:
+    """What the workload is told about this node."""
+    return NodeInfo(partition_id(context), dict(context.node_config), state_root(cfg, context))
 
 
 def _node_data_error(msg: Message, exc: NodeDataError) -> Message:
@@ -103,139 +96,52 @@ def _check_digest(cfg: Config, conf) -> None:
 # --- train ------------------------------------------------------------------------------------
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One local round (FedFR or the FedAvg baseline) on this node's private data."""
+    """One local round of the run's workload on this node's private data."""
     configure_threads()
     t0 = time.perf_counter()
     cfg = client_config(context)
     conf = msg.content["config"]
     _check_digest(cfg, conf)
-    pid = partition_id(context)
+    workload = get_workload(cfg.task)
+    workload.check_config(cfg)
+    node = node_info(cfg, context)
     server_round = int(conf["server-round"])
     try:
-        ws = _workspace(cfg, context)
+        result = workload.train(cfg, node, msg.content["arrays"], server_round,
+                                str(conf["experiment-id"]))
     except NodeDataError as exc:
         return _node_data_error(msg, exc)
-    data = ws.client(pid)
-    backbone, phi = unpack_arrays(msg.content["arrays"])
-    store = ClientStateStore(state_root(cfg, context), str(conf["experiment-id"]), pid)
-    state = store.load_before(server_round)
-    if cfg.strategy == "fedface" and PROXIES_KEY in msg.content["arrays"]:
-        state = _with_server_proxies(state, msg.content["arrays"][PROXIES_KEY].numpy(),
-                                     data.num_classes, cfg.embedding_size)
-    public_images = public_labels = public_features = None
-    if cfg.uses_public_data:
-        public_images, public_labels = ws.public()
-        if cfg.hard_negatives:  # D_g's features under Theta_g^t: once per round per machine
-            public_features = shared_public_features(
-                cfg, backbone, public_images, server_round,
-                data_key=f"{ws.data_digest()}-{context.node_config.get('data-root', '')}")
-    result = train_local_round(
-        model_factory(cfg), backbone, phi,
-        LocalData(data.train_images, data.train_labels, data.num_classes), cfg, state,
-        seeded_generator(cfg.seed, server_round, pid),
-        public_images=public_images, public_labels=public_labels,
-        public_features=public_features, server_round=server_round)
-    store.save(server_round, result.state)
-    weight = result.num_examples
-    if cfg.aggregation_weight == "private+hn":
-        weight += result.num_hard_negatives
+    counts = {k: int(result.counts[k]) for k in COUNT_KEYS}
     log.info("client %d round %d: %d private + %d hard negatives, %d steps, loss %.4f, %.1f s",
-             pid, server_round, result.num_examples, result.num_hard_negatives, result.num_steps,
-             result.losses.get("total", float("nan")), time.perf_counter() - t0)
-    metrics = MetricRecord({"num-examples": int(weight),
-                            "num-hard-negatives": int(result.num_hard_negatives),
-                            "num-steps": int(result.num_steps)})
-    arrays = pack_arrays(result.backbone, result.phi)
-    if cfg.strategy == "fedface":  # FedFace's privacy cost: the proxies leave the client
-        arrays[PROXIES_KEY] = Array(result.state.w.detach().float().contiguous().numpy())
-    content = RecordDict({"arrays": arrays, "metrics": metrics})
+             node.partition_id, server_round,
+             int(result.log.get("private", counts["num-examples"])),
+             counts["num-hard-negatives"], counts["num-steps"],
+             result.log.get("loss", float("nan")), time.perf_counter() - t0)
+    content = RecordDict({"arrays": result.arrays, "metrics": MetricRecord(counts)})
     return Message(content=content, reply_to=msg)
 
 
-def _with_server_proxies(state: PersonalState | None, proxies, k_l: int, d: int) -> PersonalState:
-    """FedFace: the client's proxies after the server's spread-out step replace its own W_l."""
-    w = torch.as_tensor(proxies, dtype=torch.float32)
-    if tuple(w.shape) != (k_l, d):
-        raise ValueError(f"FedFace: the server sent proxies of shape {tuple(w.shape)}, this client "
-                         f"has {k_l} identities x embedding size {d}")
-    if state is None:
-        return PersonalState(w=w)
-    state.w = w
-    return state
-
-
 # --- personalised evaluation -----------------------------------------------------------------
-def personal_models(cfg: Config, global_backbone: dict[str, torch.Tensor],
-                    state: PersonalState | None, names: list[str]):
-    """Yield (name, backbone module, head or None) for the requested evaluation models.
-
-    global = Theta_g; local = Theta_l (the client's last local model, Theta_g if it never
-    trained); personal = [Theta_l, Pi_l] with DFC, else Theta_l (Table 7.3's three rows).
-    """
-    make = model_factory(cfg)
-    for name in names:
-        if name not in ("global", "local", "personal"):
-            raise ValueError(f"unknown evaluation model {name!r} (global, local, personal; "
-                             f"{', '.join(PERSONALIZERS)} are trained by the evaluate handler)")
-        model = make()
-        head = None
-        if name == "global" or state is None or state.prev_backbone is None:
-            model.load_state_dict(global_backbone)
-        else:
-            model.load_state_dict(state.prev_backbone)
-        if name == "personal" and state is not None and state.dfc is not None:
-            dfc = DFCHead(cfg.embedding_size, state.w.shape[0])
-            dfc.load_personal_state(state.dfc)
-            head = dfc.pi
-        yield name, model, head
-
-
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """The personalised protocol (fedfr-spec.md) on this client; scalar metrics only."""
+    """The workload's personalised protocol on this client; scalar metrics only."""
     configure_threads()
     cfg = client_config(context)
     conf = msg.content["config"]
     _check_digest(cfg, conf)
-    pid = partition_id(context)
+    workload = get_workload(cfg.task)
+    workload.check_config(cfg)
     server_round = int(conf["server-round"])
     names = [n for n in str(conf.get("eval-models", "global")).split(",") if n]
-    unknown = [n for n in names if n not in EVAL_MODELS]
+    unknown = [n for n in names if n not in workload.eval_models]
     if unknown:
-        raise ValueError(f"unknown evaluation model(s) {unknown}; expected {EVAL_MODELS}")
+        raise ValueError(f"unknown evaluation model(s) {unknown}; expected {workload.eval_models}")
+    experiment_id = str(conf["experiment-id"]) if "experiment-id" in conf else None
     try:
-        ws = _workspace(cfg, context)
-        data = ws.client(pid)
-        public_impostors = ws.public()[0] if cfg.personal_impostors == "public" else None
+        metrics = workload.evaluate(cfg, node_info(cfg, context), msg.content["arrays"],
+                                    server_round, experiment_id, names)
     except NodeDataError as exc:
         return _node_data_error(msg, exc)
-    backbone, phi = unpack_arrays(msg.content["arrays"])
-    state = None
-    if "experiment-id" in conf and server_round > 0:
-        store = ClientStateStore(state_root(cfg, context), str(conf["experiment-id"]), pid)
-        state = store.load_before(server_round + 1)
     out: dict[str, float] = {"num-examples": 1}
-    models = list(personal_models(cfg, backbone, state,
-                                  [n for n in names if n not in PERSONALIZERS]))
-    for method in [n for n in names if n in PERSONALIZERS]:
-        public_images = public_labels = None
-        if cfg.uses_public_data and phi is not None:
-            public_images, public_labels = ws.public()
-        model, info = personalize(
-            method, model_factory(cfg), backbone, phi,
-            LocalData(data.train_images, data.train_labels, data.num_classes), cfg, state,
-            seeded_generator(cfg.seed, server_round, pid, 17), public_images, public_labels)
-        log.info("client %d: %s personalisation, %d steps, %d hard negatives", pid, method,
-                 info["steps"], info["hard_negatives"])
-        models.append((method, model, None))
-    for name, model, head in models:
-        if public_impostors is not None:
-            other_feats = embed_eval(cfg, model, public_impostors, head)
-        else:  # Theta_g is the same for every client: others' features are shared in-process
-            other_feats = embed_other_clients(cfg, ws, model, pid, head, share=name == "global")
-        res = personalized_metrics(embed_eval(cfg, model, data.test_images, head),
-                                   data.test_labels,
-                                   embed_eval(cfg, model, data.train_images, head),
-                                   data.train_labels, other_feats)
-        out.update({f"{name}.{k}": v for k, v in res.items()})
+    out.update(metrics)
     return Message(content=RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)

@@ -16,7 +16,8 @@ from fedfr.errors import run_entry_point
 #: command name -> (module under fedfr.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "write each client's partition and the public set to its own folder"),
-    "evaluate": ("evaluate", "evaluate a checkpoint on IJB-C (1:1, 1:N) or verification .bin sets"),
+    "evaluate": ("evaluate", "evaluate a checkpoint on IJB-C (1:1, 1:N), verification .bin sets "
+                             "or a re-ID dataset (CMC, mAP, mINP)"),
     "prune": ("prune", "prune a model to FLOPs/params/latency targets (CAIE, CPO, Taylor, L1, "
                        "uniform), fine-tune, save it and report"),
     "split": ("split", "build the paper's MS-Celeb-1M split manifest (and node data)"),

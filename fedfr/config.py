@@ -24,6 +24,7 @@ from fedfr.errors import ConfigError
 #: key -> default. Order is the order of the README table.
 DEFAULTS: dict[str, Any] = {
     # --- experiment -------------------------------------------------------------------------
+    "task": "face",  # the workload (fedfr.workloads): face | reid
     "seed": 0,
     "output-dir": "outputs/default",  # relative paths resolve against $FEDFR_HOME (default ~/fedfr)
     "cache-dir": "cache",  # synthetic images and pre-trained checkpoints
@@ -92,6 +93,25 @@ DEFAULTS: dict[str, Any] = {
     "personal-impostors": "other-clients",  # other-clients (paper) | public (node-local data)
     "eval-batch-size": 256,
     "final-eval-models": "global,local,personal",  # personalised models evaluated at the end
+    # --- person re-ID (task = "reid", docs/reid.md; Sec. 7.7) -----------------------------------
+    "reid-clients": "synth-market,synth-duke,synth-cuhk,synth-msmt",  # one dataset per client
+    "reid-unseen": "synth-viper,synth-ilids,synth-grid,synth-prid",  # the generic test sets
+    "reid-public": "synth-public",  # pre-training, hard negatives and Phi_g
+    "reid-synthetic-ids": 60,  # identities per synthetic domain (public: twice); 0 = preset (150)
+    "reid-model": "small_reid",  # small_reid | resnet18 | resnet34 | resnet50 (paper)
+    "reid-height": 64,  # input height in pixels (paper: 256)
+    "reid-width": 32,  # input width (paper: 128)
+    "reid-bn": "average",  # BN running statistics: average (sent) | local (never leave a node)
+    "reid-triplet": "soft",  # soft (thesis) | hinge (torchreid, margin reid-margin) | none
+    "reid-margin": 0.3,  # hinge triplet margin
+    "reid-label-smoothing": 0.1,  # epsilon of the identity cross-entropy
+    "reid-instances": 4,  # K images per identity in a P x K batch (P = batch-size / K)
+    "reid-erasing": 0.5,  # random-erasing probability
+    "reid-pretrain-lr": 3.5e-4,  # Adam learning rate of pre-training (BoT)
+    "reid-warmup-epochs": 2,  # linear warm-up of pre-training (BoT: 10 of 120 epochs)
+    "reid-classifier-lr-scale": 10.0,  # classifier lr / backbone lr in local rounds (Sec. 7.7)
+    "reid-hn-ratio": 0.25,  # at most ratio x N_l hardest negatives per round; 0 = all above t_HN
+    "reid-ap": "noninterp",  # noninterp (torchreid, fast-reid) | trapezoid (Market MATLAB, FedReID)
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -100,6 +120,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dfc-loss": ("bce", "cosface"),
     "aggregation-weight": ("private", "private+hn"),
     "personal-impostors": ("other-clients", "public"),
+    "reid-bn": ("average", "local"),
+    "reid-triplet": ("soft", "hinge", "none"),
+    "reid-ap": ("noninterp", "trapezoid"),
 }
 
 #: personalised evaluation models: Theta_g, Theta_l, [Theta_l, Pi_l], and the two-stage
@@ -111,12 +134,15 @@ POSITIVE = {
     "train-per-id", "test-per-id", "embedding-size", "pretrain-batch-size", "batch-size",
     "local-epochs", "eval-every", "eval-batch-size", "round-timeout", "pretrain-lr",
     "cosface-s", "bce-s", "con-tau", "fedface-steps", "kd-temperature",
+    "reid-height", "reid-width", "reid-instances", "reid-pretrain-lr", "reid-classifier-lr-scale",
 }
 NON_NEGATIVE = {
     "num-clients", "num-generic-ids", "public-images-per-id", "pretrain-epochs",
     "num-server-rounds", "personal-eval-every", "min-train-nodes", "weight-decay", "momentum",
     "alpha-cos", "alpha-con", "alpha-bce", "synthetic-difficulty", "lr",
     "fedface-margin", "fedface-lr", "personalize-epochs", "kd-weight",
+    "reid-synthetic-ids", "reid-margin", "reid-label-smoothing", "reid-erasing",
+    "reid-warmup-epochs", "reid-hn-ratio",
 }
 
 #: keys that do not change what a run computes (excluded from the experiment digest)
@@ -175,6 +201,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 class Config:
     """Validated run configuration (snake_case attributes of ``DEFAULTS``' keys)."""
 
+    task: str
     seed: int
     output_dir: str
     cache_dir: str
@@ -238,6 +265,24 @@ class Config:
     personal_impostors: str
     eval_batch_size: int
     final_eval_models: str
+    reid_clients: str
+    reid_unseen: str
+    reid_public: str
+    reid_synthetic_ids: int
+    reid_model: str
+    reid_height: int
+    reid_width: int
+    reid_bn: str
+    reid_triplet: str
+    reid_margin: float
+    reid_label_smoothing: float
+    reid_instances: int
+    reid_erasing: float
+    reid_pretrain_lr: float
+    reid_warmup_epochs: int
+    reid_classifier_lr_scale: float
+    reid_hn_ratio: float
+    reid_ap: str
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -248,6 +293,8 @@ class Config:
         """16-hex digest of the settings that change results (paths and round count excluded)."""
         skip = NON_SEMANTIC if exclude is None else exclude
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
+        if items.get("task") == "face":  # face digests stay those of runs made before `task`
+            del items["task"]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -300,6 +347,11 @@ def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Confi
         raise ConfigError(unknown_key_message(unknown[0], given[unknown[0]], len(unknown)))
     for key, value in given.items():
         merged[key] = _coerce(key, value, DEFAULTS[key])
+    from fedfr.workloads import workload_names  # import-light registry (no workload loaded)
+
+    if merged["task"] not in workload_names():
+        raise ConfigError(f"config 'task': expected one of {workload_names()}, got "
+                          f"{merged['task']!r}")
     for key, options in CHOICES.items():
         if merged[key] not in options:
             raise ConfigError(f"config '{key}': expected one of {options}, got {merged[key]!r}")
@@ -317,6 +369,12 @@ def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Confi
                           f"{merged['hn-threshold']!r}")
     if not 0.0 <= merged["bce-lambda"] <= 1.0:
         raise ConfigError(f"config 'bce-lambda': must be in [0, 1], got {merged['bce-lambda']!r}")
+    if not merged["reid-label-smoothing"] < 1.0:
+        raise ConfigError("config 'reid-label-smoothing': must be in [0, 1), got "
+                          f"{merged['reid-label-smoothing']!r}")
+    if not merged["reid-erasing"] <= 1.0:
+        raise ConfigError(f"config 'reid-erasing': a probability in [0, 1], got "
+                          f"{merged['reid-erasing']!r}")
     models = [m for m in merged["final-eval-models"].split(",") if m]
     bad = sorted(set(models) - set(EVAL_MODELS))
     if bad or not models:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedfr.errors import ConfigError
+from fedfr.losses import _check_labels as check_labels
 
 __all__ = [
     "DISTANCES",
@@ -41,17 +42,10 @@ def _check_features(name: str, x: Tensor) -> None:
 
 
 def _check_labels(labels: Tensor, batch: int, num_classes: int | None = None) -> Tensor:
-    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != batch:
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels: expected a 1-D tensor of length {batch}, got {got}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels: expected an integer tensor, got dtype {labels.dtype}")
-    labels = labels.long()
-    if num_classes is not None and batch and (int(labels.min()) < 0
-                                              or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels: expected values in [0, {num_classes - 1}], got min "
-                         f"{int(labels.min())} and max {int(labels.max())}")
-    return labels
+    """(B,) integer labels as long; in [0, num_classes) when ``num_classes`` is given."""
+    if num_classes is None:
+        return check_labels(labels, batch, -(2**62), 2**62)
+    return check_labels(labels, batch, 0, num_classes)
 
 
 def pairwise_distance(x: Tensor, y: Tensor | None = None, metric: str = "euclidean") -> Tensor:

@@ -1,5 +1,9 @@
 """The server's round loop: pre-training, rounds with checkpoints, evaluation and the report.
 
+Generic over workloads: the run-config key ``task`` names the ``fedfr.workloads`` entry that opens
+the data, supplies the initial arrays, evaluates the global model (generic protocol) and formats
+the results table; this loop never touches a model or an image itself.
+
 Flower's ``Strategy.start`` has no checkpoint or resume, so the loop is written out here (the
 strategy still does sampling, validation and aggregation). After every round the global arrays
 and the history are checkpointed in ``<output-dir>/checkpoints``; a killed run restarted with the
@@ -23,17 +27,16 @@ from fedfr.checkpoint import latest_round, save_round
 from fedfr.config import Config
 from fedfr.errors import ConfigError
 from fedfr.evaluation.cache import model_digest
-from fedfr.evaluation.run import evaluate_generic, split_by_model
-from fedfr.report import summary_table, write_json, write_metrics_csv
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
+from fedfr.evaluation.run import split_by_model
+from fedfr.report import write_json, write_metrics_csv
+from fedfr.workloads import get_workload
 from server import exit_status
 from server.accounting import attribute_replies, missing_replies, node_counts
 from server.messaging import CountingStream, send_and_receive, stream_replies
 from strategies import get_strategy, strategy_options
 from strategies.fedface import PRIVACY_COST as PRIVACY_COST_FEDFACE
 from strategies.fedfr import FedFR
-from strategies.records import pack_arrays, unpack_arrays
+from strategies.records import unpack_arrays
 
 log = logging.getLogger("fedfr.server")
 
@@ -61,7 +64,8 @@ def federated_personal_eval(grid: Grid, cfg: Config, arrays: ArrayRecord, server
     per_client = []
     failures = missing_replies(msgs, {r.metadata.src_node_id for r in replies},
                                cfg.round_timeout, f"evaluation {server_round}")
-    for reply in replies:
+    # fixed order (node id): the float mean over clients must not depend on arrival order
+    for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
         if reply.has_error():
             failures.append({"node_id": reply.metadata.src_node_id,
                              "reason": reply.error.reason})
@@ -81,17 +85,20 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     t_start = time.perf_counter()
     cfg = cfg.with_clients(len(list(grid.get_node_ids())))
     out = cfg.output_path
+    workload = get_workload(cfg.task)
+    workload.check_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     exit_status.clear_results(out)  # an older run's table must never pass for this run's
     ckpt_dir = out / "checkpoints"
-    ws = open_workspace(cfg)
+    ws = workload.open_server_data(cfg)
     ws.split.save(out / "split.json")
-    log.info("split %s: %s", ws.split.digest(), ws.split.summary())
+    log.info("task %s, split %s: %s", cfg.task, ws.split.digest(), ws.split.summary())
 
-    backbone0, phi0, pre_info = load_or_pretrain(cfg, ws)
-    pre_digest = model_digest({**backbone0, "phi": phi0})  # content of Theta_g^0, Phi_g^0
+    arrays0, pre_info = workload.initial_arrays(cfg, ws)
+    backbone0, phi0 = unpack_arrays(arrays0)  # content of Theta_g^0 (and Phi_g^0 where sent)
+    pre_digest = model_digest({**backbone0, "phi": phi0} if phi0 is not None else backbone0)
     t_pre = time.perf_counter()
-    personal_model = "personal" if cfg.dfc else "local"
+    personal_model = workload.personal_model(cfg)
     strategy = get_strategy(cfg.strategy, fraction_train=cfg.fraction_train,
                             min_train_nodes=cfg.min_train_nodes,
                             min_available_nodes=cfg.min_train_nodes, **strategy_options(cfg))
@@ -116,10 +123,10 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     else:
         start, history = 0, []
         experiment_id = uuid.uuid4().hex[:12]
-        arrays = pack_arrays(backbone0, phi0 if cfg.uses_public_data else None)
+        arrays = arrays0
         log.info("evaluating the pre-trained model")
         pers = federated_personal_eval(grid, cfg, arrays, 0, experiment_id, ["global"])
-        pretrained = {"generic": evaluate_generic(cfg, ws, backbone0),
+        pretrained = {"generic": workload.evaluate_generic(cfg, ws, arrays0),
                       "personalized": pers["by_model"].get("global", {}),
                       "failures": pers["failures"], "model-digest": pre_digest}
         save_round(ckpt_dir, 0, _arrays_to_tensors(arrays),
@@ -157,8 +164,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             arrays = new_arrays
         row["train_seconds"] = time.perf_counter() - t0
         if rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds:
-            backbone, _ = unpack_arrays(arrays)
-            row["generic"] = evaluate_generic(cfg, ws, backbone)
+            row["generic"] = workload.evaluate_generic(cfg, ws, arrays)
         if cfg.personal_eval_every and rnd % cfg.personal_eval_every == 0 \
                 and rnd != cfg.num_server_rounds:
             pers = federated_personal_eval(grid, cfg, arrays, rnd, experiment_id,
@@ -181,7 +187,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     last = history[-1] if history else {}
     generic_final = last.get("generic")
     if generic_final is None:
-        generic_final = evaluate_generic(cfg, ws, unpack_arrays(arrays)[0])
+        generic_final = workload.evaluate_generic(cfg, ws, arrays)
     pers = federated_personal_eval(grid, cfg, arrays, cfg.num_server_rounds, experiment_id,
                                    [m for m in cfg.final_eval_models.split(",") if m])
     by_model = pers["by_model"]
@@ -199,7 +205,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     torch.save(_arrays_to_tensors(arrays), out / "final_model.pt")
     write_json(report, out / "report.json")
     write_metrics_csv(report, out / "metrics.csv")
-    table = summary_table(report) + "\n\n" + exit_status.rounds_note(report)
+    table = workload.summary_table(report) + "\n\n" + exit_status.rounds_note(report)
     if "privacy" in report:
         table += f"\n\nPrivacy cost: {report['privacy']}."
     (out / "results.md").write_text(table + "\n")

@@ -384,22 +384,15 @@ def prepare_run_config(run_config: str, num_nodes: int, work: Path) -> dict[str,
 
 
 def export_nodes(values: dict[str, Any], work: Path) -> list[Path]:
-    """Export each client's folder under ``<work>/nodes`` (skipped when already up to date)."""
+    """Export each client's folder under ``<work>/nodes`` (the run's workload decides what a node
+    holds; skipped when already up to date)."""
     from fedfr.config import resolve
-    from fedfr.data.export import export_node_data
-    from fedfr.workspace import open_workspace
+    from fedfr.workloads import get_workload
 
     cfg = resolve(values)
-    ws = open_workspace(cfg)
-    out = work / "nodes"
-    stamp = out / "split-digest.txt"
-    dirs = [out / f"client-{i:04d}" for i in range(cfg.num_clients)]
-    if stamp.exists() and stamp.read_text().strip() == ws.split.digest() \
-            and all((d / "node.json").exists() for d in dirs):
-        return dirs
-    dirs = export_node_data(ws.source, ws.split, out, fmt="recordio")
-    stamp.write_text(ws.split.digest() + "\n")
-    return dirs
+    workload = get_workload(cfg.task)
+    workload.check_config(cfg)
+    return workload.export_nodes(cfg, work / "nodes")
 
 
 def node_config(i: int, num_nodes: int, data_dir: Path, state_dir: Path) -> str:

@@ -127,14 +127,17 @@ def run(run_config: str, num_supernodes: int, flwr_home: Path, app: Path = ROOT,
         stop_superlinks(flwr_home)
 
 
-def checked_output_dir(run_config: str | dict) -> Path:
-    """Validate the run config (``--run-config`` text or parsed values) as the ServerApp will
-    (ConfigError naming the key otherwise); returns the run's output folder."""
+def checked_output_dir(run_config: str | dict, num_nodes: int | None = None) -> Path:
+    """Validate the run config (``--run-config`` text or parsed values) as the ServerApp will,
+    the task's method switches included, for ``num_nodes`` SuperNodes (ConfigError naming the
+    key otherwise); returns the run's output folder."""
     from fedfr.config import parse_run_config, resolve
     from fedfr.errors import ConfigError
+    from fedfr.workloads import get_workload
 
     values = parse_run_config(run_config) if isinstance(run_config, str) else run_config
     cfg = resolve(values)
+    get_workload(cfg.task).check_config(cfg.with_clients(num_nodes) if num_nodes else cfg)
     if cfg.dataset != "synthetic" and not Path(cfg.data_root).exists():
         raise ConfigError(f"config 'data-root': {cfg.data_root!r} does not exist; expected the "
                           f"absolute path of the {cfg.dataset} data")
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def simulate() -> int:
-        out = checked_output_dir(args.run_config)  # before Flower starts
+        out = checked_output_dir(args.run_config, args.num_supernodes)  # before Flower starts
         clear_results(out)  # an older run's table must never pass for this one's
         rc = run(args.run_config, args.num_supernodes, args.flwr_home.resolve(),
                  extra_federation_config=args.federation_config)

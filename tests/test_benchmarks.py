@@ -86,3 +86,38 @@ def test_ablation_writes_roc_plots(tmp_path: Path, shared_cache: Path) -> None:
                                   "Central, all identities"]
     assert (out / "roc-generic.png").exists() and (out / "roc-personalized.png").exists()
     _check_common(out)
+
+
+@pytest.mark.slow
+def test_hn_sweep_over_seeds(tmp_path: Path, shared_cache: Path) -> None:
+    from benchmarks import hn_sweep
+
+    out = tmp_path / "sweep-seeds"
+    hn_sweep.main(["--out", str(out), "--thresholds=0.6", "--seeds", "0,1",
+                   "--run-config", tiny_run_config(shared_cache)])
+    assert (out / "seed-0" / "hn_sweep.csv").exists() and (out / "seed-1" / "hn_sweep.csv").exists()
+    frame = pd.read_csv(out / "hn_sweep.csv")
+    assert any(c.endswith(" sd") for c in frame.columns)
+    assert "mean ± sd over 2 seed(s)" in (out / "hn_sweep.md").read_text()
+    _check_common(out)
+
+
+@pytest.mark.slow
+def test_personalization_over_seeds_with_intervals_and_reuse(tmp_path: Path,
+                                                             shared_cache: Path) -> None:
+    from benchmarks import personalization
+
+    out = tmp_path / "pers-seeds"
+    args = ["--out", str(out), "--personalize-epochs", "1", "--seeds", "0,1", "--bootstrap",
+            "20", "--run-config", tiny_run_config(shared_cache)]
+    personalization.main(args)
+    t73 = pd.read_csv(out / "table7_3.csv")
+    tar = [c for c in t73.columns if c.startswith("P 1:1 TAR") and c[-3:] not in (" sd", " lo",
+                                                                                     " hi")][0]
+    assert (t73[f"{tar} lo"] <= t73[tar]).all() and (t73[tar] <= t73[f"{tar} hi"]).all()
+    assert "Paired differences to 'Theta_g'" in (out / "table7_3.md").read_text()
+    assert (out / "diagnostics.md").exists()
+    before = (out / "seed-1" / "fedfr" / "final_model.pt").stat().st_mtime_ns
+    personalization.main(args + ["--reuse"])  # evaluates the finished runs, trains nothing
+    assert (out / "seed-1" / "fedfr" / "final_model.pt").stat().st_mtime_ns == before
+    assert pd.read_csv(out / "table7_3.csv")[tar].tolist() == t73[tar].tolist()

@@ -100,7 +100,7 @@ def test_optimised_federation_equals_the_original_path_and_the_plain_loop(
     """Bit for bit: the original path (a freshly initialised model per use, D_g embedded by every
     client) and the default path (model copies, shared features) end with the same global model
     and metrics; so does the overhead benchmark's plain loop."""
-    import clients.app
+    import fedfr.workloads.face
     from fedfr.models import model_from_config
 
     conf = {**tiny_config, "num-server-rounds": 1}
@@ -109,7 +109,8 @@ def test_optimised_federation_equals_the_original_path_and_the_plain_loop(
         with monkeypatch.context() as m:
             if name == "original":
                 m.setenv("FEDFR_FEATURE_CACHE", "off")
-                m.setattr(clients.app, "model_factory", lambda cfg: partial(model_from_config, cfg))
+                m.setattr(fedfr.workloads.face, "model_factory",
+                          lambda cfg: partial(model_from_config, cfg))
             feature_cache.clear_memory()
             out = tmp_path / name
             report = run_inprocess({**conf, "output-dir": str(out)})

@@ -1,7 +1,9 @@
-"""``fedfr evaluate``: IJB-C 1:1 / 1:N and verification .bin sets for a trained checkpoint.
+"""``fedfr evaluate``: IJB-C 1:1 / 1:N and verification .bin sets for a trained checkpoint, and
+the personalised protocols on a finished run's output folder.
 
     fedfr evaluate ijbc --root IJBC --checkpoint outputs/run/final_model.pt --out eval/ijbc
     fedfr evaluate bin --bin lfw.bin --bin agedb_30.bin --checkpoint final_model.pt --out eval/bin
+    fedfr evaluate personal --run outputs/run --out eval/personal [--models global,local,personal]
 
 Each writes CSV + markdown tables and, for 1:1 protocols, a ROC-curve PNG into ``--out``.
 Features are cached under ``--cache-dir`` (model digest + data set + transform settings).
@@ -62,6 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a .bin file (repeat for several sets)")
     b.add_argument("--folds", type=int, default=10)
     _common(b)
+    from fedfr.commands import evaluate_reid
+
+    evaluate_reid.add_parser(sub)
+    pe = sub.add_parser("personal", help="personalised 1:1 and 1:N of a finished run (Theta_g, "
+                                         "Theta_l, [Theta_l, Pi_l]; Fine-tune / KD on request)")
+    pe.add_argument("--run", type=Path, required=True,
+                    help="the run's output folder (report.json, final_model.pt, client states)")
+    pe.add_argument("--state-dir", type=Path, default=None,
+                    help="where the clients kept their states (default: the run's state-dir, "
+                         "else <run>/client-state)")
+    pe.add_argument("--models", default="global,local,personal",
+                    help="comma-separated: global, local, personal, finetune, kd")
+    pe.add_argument("--bootstrap", type=int, default=500,
+                    help="bootstrap replicates (clients x identities) of the 95%% intervals")
+    pe.add_argument("--out", type=Path, required=True, help="folder for CSV / markdown")
 
 
 def _cache(args: argparse.Namespace):
@@ -131,10 +148,29 @@ def _run_bin(args: argparse.Namespace, model) -> None:
     log.info("results written to %s:\n%s", args.out, text)
 
 
+def _run_personal(args: argparse.Namespace) -> None:
+    from fedfr.evaluation.personal import evaluate_run, load_run, personal_report
+
+    models = tuple(m for m in args.models.split(",") if m)
+    run = load_run(args.run, args.state_dir)
+    ev = evaluate_run(run, models)
+    text = personal_report(ev, args.out, num_samples=args.bootstrap,
+                           title=f"Personalised protocols of {args.run}")
+    log.info("results written to %s:\n%s", args.out, text)
+
+
 def main(args: argparse.Namespace) -> int:
     from fedfr.evaluation.outputs import load_model
 
     configure_threads()
+    if args.protocol == "reid":
+        from fedfr.commands import evaluate_reid
+
+        return evaluate_reid.main(args)
+    if args.protocol == "personal":
+        args.out.mkdir(parents=True, exist_ok=True)
+        _run_personal(args)
+        return 0
     if args.verify:
         os.environ["FEDFR_VERIFY_DIGESTS"] = "1"  # read by fedfr.digest
     model = load_model(args.checkpoint, args.model, args.embedding_size, args.image_size)

@@ -61,6 +61,18 @@ def main(args: argparse.Namespace) -> int:
             raise DataFormatError(f"{args.manifest}: split manifest not found")
         values.setdefault("num-clients", FederatedSplit.load(args.manifest).spec.num_clients)
     cfg = resolve(values)
+    if cfg.task != "face":  # another workload writes its own node folders
+        from fedfr.workloads import get_workload
+
+        workload = get_workload(cfg.task)
+        workload.check_config(cfg)
+        out = args.out.resolve()
+        for path in workload.export_nodes(cfg, out):
+            print(path)
+        data = workload.open_server_data(cfg)
+        data.split.save(out / "split.json")
+        print(f"split {data.split.digest()} -> {out / 'split.json'}")
+        return 0
     if cfg.num_clients < 1:
         raise ConfigError("config 'num-clients': set it (> 0) in the run config, or give "
                           "--manifest: the split needs the number of clients")

@@ -16,6 +16,11 @@ Epoch length (``epoch=``):
   groups left. One epoch therefore covers about every image once.
 - ``"identities"`` (the thesis's STE-NVAN code): every identity appears exactly once per epoch;
   floor(#identities / P) batches.
+
+``replace`` (the ``"identities"`` rule's draw of K items per identity): ``"as-needed"`` (default:
+with replacement only when the identity has fewer than K items) or ``"always"`` (STE-NVAN's
+``np.random.choice(tracks, K)``, with replacement even when it has K or more).
+``video_pk_sampler`` is the video form: P identities x K tracklets, STE-NVAN's rules by default.
 """
 
 from __future__ import annotations
@@ -29,17 +34,24 @@ from torch.utils.data import Sampler
 from fedfr.errors import ConfigError
 
 EPOCH_RULES = ("images", "identities")
+REPLACE_RULES = ("as-needed", "always")
 
 
 class PKSampler(Sampler[int]):
     """P identities x K images per batch over ``labels`` (N,) of any hashable integer ids."""
 
     def __init__(self, labels: Sequence[int] | torch.Tensor, p: int, k: int, seed: int = 0,
-                 epoch: str = "images") -> None:
+                 epoch: str = "images", replace: str = "as-needed") -> None:
         if type(p) is not int or p < 1 or type(k) is not int or k < 1:
             raise ConfigError(f"PKSampler: p and k must be positive ints, got p={p!r}, k={k!r}")
         if epoch not in EPOCH_RULES:
             raise ConfigError(f"PKSampler: epoch must be one of {EPOCH_RULES}, got {epoch!r}")
+        if replace not in REPLACE_RULES:
+            raise ConfigError(f"PKSampler: replace must be one of {REPLACE_RULES}, "
+                              f"got {replace!r}")
+        if replace == "always" and epoch != "identities":
+            raise ConfigError("PKSampler: replace='always' needs epoch='identities' (the "
+                              "'images' epoch cuts each identity's items into groups)")
         labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
         groups: dict[int, list[int]] = {}
         for i, y in enumerate(labels):
@@ -48,6 +60,7 @@ class PKSampler(Sampler[int]):
             raise ConfigError(f"PKSampler: p={p} identities per batch but the data has only "
                               f"{len(groups)} identities; lower p (the batch is P x K)")
         self.p, self.k, self.seed, self.epoch_rule = p, k, int(seed), epoch
+        self.replace = replace
         self.ids = sorted(groups)
         self.index = {y: np.asarray(groups[y], dtype=np.int64) for y in self.ids}
         self.epoch = 0
@@ -61,7 +74,7 @@ class PKSampler(Sampler[int]):
 
     def _draw(self, rng: np.random.Generator, y: int, n: int) -> list[int]:
         idx = self.index[y]
-        return rng.choice(idx, size=n, replace=len(idx) < n).tolist()
+        return rng.choice(idx, size=n, replace=self.replace == "always" or len(idx) < n).tolist()
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """The batches of one epoch (default: the current one), each P*K indices in
@@ -105,3 +118,14 @@ class PKSampler(Sampler[int]):
         if self.epoch_rule == "identities":
             return (len(self.ids) // self.p) * self.batch_size
         return len(self.batches()) * self.batch_size
+
+
+def video_pk_sampler(tracklets: Sequence, p: int = 8, k: int = 4, seed: int = 0,
+                     epoch: str = "identities", replace: str = "always") -> PKSampler:
+    """P identities x K tracklets per batch over ``tracklets`` (anything with a ``pid``).
+
+    Defaults are the thesis's video setting (P = 8, K = 4) with STE-NVAN's rules: one epoch =
+    every identity once, K tracklets drawn with replacement. Use with ``VideoClipDataset``
+    (``fedfr.reid.data.rrs``): each index is a tracklet, turned into a T-frame RRS clip.
+    """
+    return PKSampler([t.pid for t in tracklets], p, k, seed=seed, epoch=epoch, replace=replace)

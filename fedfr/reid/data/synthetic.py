@@ -37,6 +37,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -543,6 +544,39 @@ def _assign(spec: DomainSpec, rows: list[dict], part: dict[int, str]) -> list[tu
     return out
 
 
+def write_generated(out: Path, digest: str, what: str,
+                    write: Callable[[Path], dict[str, Any]]) -> Path:
+    """The folder ``out`` holding generated data with ``digest`` (its ``spec.json`` says so).
+
+    Returned as is when it already holds that digest; an error when it holds anything else (an
+    empty folder counts as fresh). Otherwise ``write(tmp)`` fills a temporary sibling and returns
+    the other fields of ``spec.json``; the folder is then renamed into place (a concurrent writer
+    of the same digest wins harmlessly). ``what`` names the data in the error.
+    """
+    marker = out / "spec.json"
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder is taken as "write here"
+    if out.exists():
+        if marker.is_file() and json.loads(marker.read_text()).get("digest") == digest:
+            return out
+        raise ConfigError(f"{out}: exists and does not hold {what} with "
+                          f"digest {digest[:12]} (expected a fresh or matching folder)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        info = {"digest": digest, **write(tmp)}
+        (tmp / "spec.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not (marker.is_file() and json.loads(marker.read_text()).get("digest") == digest):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def render_domain(name_or_spec: str | DomainSpec, out_root: str | os.PathLike, *,
                   batch: int = 256, **overrides: Any) -> Path:
     """Render a domain into ``out_root`` (Market-1501 layout + ``spec.json``) and return it.
@@ -555,41 +589,22 @@ def render_domain(name_or_spec: str | DomainSpec, out_root: str | os.PathLike, *
     from PIL import Image
 
     spec = make_spec(name_or_spec, **overrides)
-    out = Path(out_root)
-    digest = spec.digest()
-    marker = out / "spec.json"
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty folder is taken as "write here"
-    if out.exists():
-        if marker.is_file() and json.loads(marker.read_text()).get("digest") == digest:
-            return out
-        raise ConfigError(f"{out}: exists and does not hold synthetic domain {spec.name} with "
-                          f"digest {digest[:12]} (expected a fresh or matching folder)")
-    rows, part = _plan(spec)
-    names = _assign(spec, rows, part)
-    people = {pid: _person(spec, pid) for pid in sorted({r["pid"] for r in rows})}
-    cams = [_camera(spec, c) for c in range(spec.num_cams)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
+        rows, part = _plan(spec)
+        names = _assign(spec, rows, part)
+        people = {pid: _person(spec, pid) for pid in sorted({r["pid"] for r in rows})}
+        cams = [_camera(spec, c) for c in range(spec.num_cams)]
         for sub in ("bounding_box_train", "query", "bounding_box_test"):
             (tmp / sub).mkdir()
         for s in range(0, len(rows), batch):
             imgs = _render(spec, rows[s:s + batch], people, cams)
             for img, (folder, name) in zip(imgs, names[s:s + batch], strict=True):
                 Image.fromarray(img).save(tmp / folder / name, quality=spec.jpeg_quality)
-        info = {"digest": digest, "generator_version": GENERATOR_VERSION,
-                "spec": dataclasses.asdict(spec), "images": len(rows)}
-        (tmp / "spec.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (marker.is_file() and json.loads(marker.read_text()).get("digest") == digest):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return {"generator_version": GENERATOR_VERSION, "spec": dataclasses.asdict(spec),
+                "images": len(rows)}
+
+    return write_generated(Path(out_root), spec.digest(), f"synthetic domain {spec.name}", write)
 
 
 def domain_dir(spec: DomainSpec, cache_dir: str | os.PathLike) -> Path:

@@ -1,5 +1,6 @@
 """Re-ID evaluation: CMC / mAP / mINP ranking metrics, k-reciprocal re-ranking and the
-single-gallery-shot protocol (conventions: docs/reid-evaluation.md)."""
+single-gallery-shot protocol (conventions: docs/reid-evaluation.md); the MARS video protocols
+are in ``fedfr.reid.evaluation.mars`` (docs/video-reid.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fedfr.reid.evaluation.rank import (
     DistanceBlocks,
     RankResult,
     distance_matrix,
+    evaluate_masks,
     evaluate_rank,
     features_to_rank,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "SingleShotSplit",
     "cuhk03_single_gallery_shot",
     "distance_matrix",
+    "evaluate_masks",
     "evaluate_rank",
     "evaluate_single_shot",
     "evaluate_splits",

@@ -111,10 +111,6 @@ def _chunk_stats(d: torch.Tensor, qp: torch.Tensor, qc: torch.Tensor, gp: torch.
     Returns (n matches (c,), first rank (c,), AP non-interpolated, AP trapezoid, INP), ranks
     1-based among the non-junk gallery, float64 metrics, zeros where a query has no match.
     """
-    if not torch.isfinite(d.sum()) and not torch.isfinite(d).all():  # (sum: the cheap test)
-        r = int((~torch.isfinite(d)).any(1).nonzero()[0, 0])
-        raise ValueError(f"distance row of query {row0 + r} holds NaN or infinity")
-    c = d.shape[0]
     same_pid = qp[:, None] == gp[None, :]
     match = same_pid & (qc[:, None] != gc[None, :])
     if g_junk is not None:
@@ -122,6 +118,17 @@ def _chunk_stats(d: torch.Tensor, qp: torch.Tensor, qc: torch.Tensor, gp: torch.
         neg = ~(same_pid | g_junk[None, :])
     else:
         neg = ~same_pid
+    return _mask_stats(d, match, neg, row0)
+
+
+def _mask_stats(d: torch.Tensor, match: torch.Tensor, neg: torch.Tensor, row0: int = 0
+                ) -> tuple[torch.Tensor, ...]:
+    """Per-query statistics of a (c, G) distance block given its (c, G) boolean ``match`` and
+    ``neg`` (negative) masks; gallery items in neither are junk (left out of the ranking)."""
+    if not torch.isfinite(d.sum()) and not torch.isfinite(d).all():
+        r = int((~torch.isfinite(d)).any(1).nonzero()[0, 0])
+        raise ValueError(f"distance row of query {row0 + r} holds NaN or infinity")
+    c = d.shape[0]
     n = match.sum(1)
     m_max = int(n.max()) if c else 0
     zeros = torch.zeros(c, dtype=torch.float64, device=d.device)
@@ -206,6 +213,19 @@ def _junk_mask(gp: torch.Tensor, junk_pids: Sequence[int] | None) -> torch.Tenso
     return mask if bool(mask.any()) else None
 
 
+def _distmat(distmat: Any) -> torch.Tensor:
+    """A (Q, G) floating distance tensor (integers -> float64, half precision -> float32)."""
+    d = _tensor(distmat, "distmat")
+    if d.ndim != 2:
+        raise ValueError(f"distmat: a (queries, gallery) matrix expected, got shape "
+                         f"{tuple(d.shape)}")
+    if not d.is_floating_point():
+        return d.to(torch.float64)
+    if d.dtype in (torch.float16, torch.bfloat16):
+        return d.float()
+    return d
+
+
 # --- public API -----------------------------------------------------------------------------
 def evaluate_rank(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any, *,
                   max_rank: int = 50, ap: str = DEFAULT_AP,
@@ -218,14 +238,7 @@ def evaluate_rank(distmat: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camid
     every ranking; ``chunk`` queries are processed at a time (bounds the temporary memory).
     """
     _check_options(ap, max_rank)
-    d = _tensor(distmat, "distmat")
-    if d.ndim != 2:
-        raise ValueError(f"distmat: a (queries, gallery) matrix expected, got shape "
-                         f"{tuple(d.shape)}")
-    if not d.is_floating_point():
-        d = d.to(torch.float64)
-    elif d.dtype in (torch.float16, torch.bfloat16):
-        d = d.float()
+    d = _distmat(distmat)
     nq, ng = d.shape
     dev = d.device
     qp, gp = _labels(q_pids, nq, "q_pids", dev), _labels(g_pids, ng, "g_pids", dev)
@@ -312,4 +325,28 @@ def features_to_rank(qf: Any, gf: Any, q_pids: Any, g_pids: Any, q_camids: Any, 
     for s in range(0, nq, max(1, chunk)):
         e = min(nq, s + chunk)
         acc.add(_chunk_stats(blocks.block(s, e), qp[s:e], qc[s:e], gp, gc, junk, s))
+    return acc.result(max_rank, ap)
+
+
+def evaluate_masks(distmat: Any, match: Any, junk: Any, *, max_rank: int = 50,
+                   ap: str = DEFAULT_AP, chunk: int = DEFAULT_CHUNK) -> RankResult:
+    """CMC / mAP / mINP from a (Q, G) distance matrix and per-pair boolean masks (Q, G).
+
+    For protocols whose matches or junk are not "same pid, other camera" (MARS's cleaned labels
+    with ambiguous identities, per-query junk rules). ``match``: true matches; ``junk``: pairs
+    removed from the query's ranking (a pair in both is junk). Every other pair is a negative.
+    Same tie rule, AP conventions and invalid-query handling as :func:`evaluate_rank`.
+    """
+    _check_options(ap, max_rank)
+    d = _distmat(distmat)
+    m, j = _tensor(match, "match", d.device), _tensor(junk, "junk", d.device)
+    for name, t in (("match", m), ("junk", j)):
+        if t.dtype != torch.bool or tuple(t.shape) != tuple(d.shape):
+            raise ValueError(f"{name}: a boolean {tuple(d.shape)} mask expected, got "
+                             f"{t.dtype} {tuple(t.shape)}")
+    acc = _Accumulator()
+    for s in range(0, d.shape[0], max(1, chunk)):
+        e = min(d.shape[0], s + chunk)
+        mm, jj = m[s:e], j[s:e]
+        acc.add(_mask_stats(d[s:e].contiguous(), mm & ~jj, ~(mm | jj), s))
     return acc.result(max_rank, ap)

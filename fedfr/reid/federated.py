@@ -1,0 +1,343 @@
+"""Re-ID in a federation: pre-training, the local round with FedFR's techniques, BN policy and
+the retrieval protocols, on top of the re-ID engine (``fedfr.reid.training``).
+
+Shapes: images uint8 (N, 3, H, W) at the run's ``reid-height`` x ``reid-width``; features (N, d),
+d = the model's ``feature_dim``; the client's identity classifier W_l (K_l, d) and the public class
+matrix Phi_g (K_g, d) are bias-free linear classifiers on the BNNeck feature f_bn.
+
+The local step (one client, one round): the received backbone Theta_g (BN running statistics
+from the client's own last model with ``reid-bn = "local"``), the client's classifier W_l (kept
+on the client, as FedPav), BoT's loss (label-smoothing CE on W_l's logits of f_bn + the
+batch-hard triplet on f), P x K batches, and, with ``strategy = "fedfr"``, FedFR's techniques
+carried to re-ID features:
+
+* hard negatives: public images whose f_bn under Theta_g has cosine > ``hn-threshold`` with some
+  local image join the batch as extra identities, classified by Phi_g (sent back, averaged);
+* model-contrastive regularisation (eq. 7.5) between f_bn of Theta_l, Theta_g and Theta_l^{t-1};
+* the DFC branch (eq. 7.6): Pi_l and the one-vs-all margin BCE on f_bn; [Theta_l, Pi_l] is the
+  personalised model (test feature Pi_l(f_bn)).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fedfr.config import Config
+from fedfr.dfc import DFCHead
+from fedfr.hard_negatives import max_cosine_similarity, select_hard_negatives
+from fedfr.losses import model_contrastive_loss
+from fedfr.reid.data.records import ReidImage
+from fedfr.reid.data.transforms import ReidTransformConfig, eval_batch
+from fedfr.reid.models import IdentityClassifier, ReidNet, build_reid_model
+from fedfr.training.local import PersonalState
+
+log = logging.getLogger(__name__)
+
+#: BN buffers that ``reid-bn = "local"`` keeps out of the messages
+BN_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+BN_POLICIES = ("average", "local")
+
+
+# --- models and BN ------------------------------------------------------------------------------
+def make_model(cfg: Config) -> ReidNet:
+    """A fresh ``reid-model`` (last stride 1, BNNeck)."""
+    return build_reid_model(cfg.reid_model)
+
+
+def bn_stat_keys(model: nn.Module) -> list[str]:
+    """state_dict keys of every BatchNorm running statistic (2d trunk and the 1d BNNeck)."""
+    keys = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            keys += [f"{name}.{s}" if name else s for s in BN_STAT_SUFFIXES]
+    return keys
+
+
+def shared_state(cfg: Config, model: nn.Module) -> dict[str, Tensor]:
+    """What a message carries of ``model``: all of it, or (``reid-bn = "local"``) all but the BN
+    running statistics."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if cfg.reid_bn == "local":
+        for k in bn_stat_keys(model):
+            sd.pop(k, None)
+    return sd
+
+
+@torch.no_grad()
+def estimate_bn_stats(model: ReidNet, images: Tensor, cfg: Config, batch: int = 128) -> None:
+    """Re-estimate every BN layer's running statistics on ``images`` (uint8) with the current
+    weights: a cumulative average over one pass in train mode (no weight changes)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    tcfg = transform_config(cfg)
+    for s in range(0, len(images), batch):
+        x = images[s:s + batch]
+        if len(x) > 1:
+            model(eval_batch(x, tcfg))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.eval()
+
+
+def load_received(cfg: Config, received: dict[str, Tensor], own: dict[str, Tensor] | None,
+                  own_images: Tensor | None) -> ReidNet:
+    """The model of the received arrays; with ``reid-bn = "local"`` the BN statistics are this
+    node's own (``own``: its last model) or, before it has one, estimated on ``own_images``."""
+    model = make_model(cfg)
+    if cfg.reid_bn == "local":
+        missing = set(bn_stat_keys(model))
+        sd = dict(received)
+        if own is not None:
+            sd.update({k: own[k] for k in missing})
+            model.load_state_dict(sd)
+        else:
+            model.load_state_dict(sd, strict=False)
+            if own_images is None:
+                raise ValueError("reid-bn=local: no BN statistics and no images to estimate them")
+            estimate_bn_stats(model, own_images, cfg)
+    else:
+        model.load_state_dict(received)
+    model.eval()
+    return model
+
+
+def transform_config(cfg: Config) -> ReidTransformConfig:
+    pad = max(1, round(10 * cfg.reid_height / 256))  # BoT pads 10 px at 256 x 128
+    return ReidTransformConfig(height=cfg.reid_height, width=cfg.reid_width, pad=pad,
+                               erasing=cfg.reid_erasing)
+
+
+def train_config(cfg: Config, *, pretrain: bool) -> Any:
+    """The engine's ReidTrainConfig: Adam + warm-up for pre-training (BoT), constant-lr SGD for
+    the local rounds (FedReID's / Sec. 7.7's recipe; classifier lr x reid-classifier-lr-scale)."""
+    from fedfr.reid.training import ReidTrainConfig
+
+    k = cfg.reid_instances
+    common = dict(transform=transform_config(cfg), p=max(1, cfg.batch_size // k), k=k,
+                  label_smoothing=cfg.reid_label_smoothing, triplet=cfg.reid_triplet,
+                  margin=cfg.reid_margin, weight_decay=cfg.weight_decay)
+    if pretrain:
+        return ReidTrainConfig(optimizer="adam", lr=cfg.reid_pretrain_lr,
+                               warmup_epochs=min(cfg.reid_warmup_epochs, cfg.pretrain_epochs),
+                               milestones=(), **common)
+    return ReidTrainConfig(optimizer="sgd", lr=cfg.lr, momentum=cfg.momentum,
+                           classifier_lr_factor=cfg.reid_classifier_lr_scale, warmup_epochs=0,
+                           milestones=(), **common)
+
+
+def prefilled_dataset(records: list[ReidImage], images: Tensor, tcfg: Any) -> Any:
+    """The engine's training dataset with its decoded-image cache already filled."""
+    from fedfr.reid.training import training_dataset
+
+    ds = training_dataset(records, tcfg)
+    ds.cache = {i: images[i] for i in range(len(records))}
+    return ds
+
+
+# --- features -----------------------------------------------------------------------------------
+@torch.no_grad()
+def embed(cfg: Config, model: ReidNet, images: Tensor,
+          head: nn.Module | None = None) -> Tensor:
+    """L2-normalised test features (N, d): f_bn (or Pi(f_bn) with a DFC head), summed with the
+    flipped image's when ``eval-flip``."""
+    model.eval()
+    tcfg = transform_config(cfg)
+    out = []
+    for s in range(0, len(images), cfg.eval_batch_size):
+        x = eval_batch(images[s:s + cfg.eval_batch_size], tcfg)
+        f = model(x)[1]
+        if cfg.eval_flip:
+            f = f + model(torch.flip(x, dims=[3]))[1]
+        if head is not None:
+            f = head(f)
+        out.append(F.normalize(f.float(), dim=1))
+    d = model.feature_dim
+    return torch.cat(out) if out else torch.empty(0, d)
+
+
+def retrieval_metrics(cfg: Config, qf: Tensor, gf: Tensor, query: list[ReidImage],
+                      gallery: list[ReidImage]) -> dict[str, float]:
+    """CMC rank-1/5/10, mAP (``reid-ap`` convention) and mINP of one query / gallery set, with
+    junk = same identity and same camera, pid-0 distractors kept as negatives, queries without
+    a valid match counted (``invalid``) and skipped."""
+    from fedfr.reid.evaluation.rank import features_to_rank
+
+    res = features_to_rank(qf, gf, [r.pid for r in query], [r.pid for r in gallery],
+                           [r.camid for r in query], [r.camid for r in gallery],
+                           metric="euclidean", ap=cfg.reid_ap, max_rank=10)
+    out = {"mAP": float(res.mAP), "mINP": float(res.mINP), "queries": float(res.num_queries),
+           "invalid": float(res.num_invalid)}
+    for k in (1, 5, 10):
+        out[f"rank{k}"] = float(res.cmc[k - 1]) if len(res.cmc) >= k else float("nan")
+    return out
+
+
+# --- central training (pre-training on the public set) ------------------------------------------
+def pretrain(cfg: Config, records: list[ReidImage], labels: list[int], images: Tensor
+             ) -> tuple[ReidNet, Tensor, dict[str, Any]]:
+    """Theta_g^0 and Phi_g^0: BoT's recipe on the public set for ``pretrain-epochs`` epochs.
+    Returns (model, Phi (K_g, d), the engine's stats without the per-epoch history)."""
+    from fedfr.reid.training import train_epochs
+
+    torch.manual_seed(cfg.seed)
+    model = make_model(cfg)
+    k_g = max(labels) + 1
+    classifier = IdentityClassifier(model.feature_dim, k_g)
+    tcfg = train_config(cfg, pretrain=True)
+    stats = train_epochs(model, classifier, records, labels, tcfg, epochs=cfg.pretrain_epochs,
+                         generator=torch.Generator().manual_seed(cfg.seed),
+                         dataset=prefilled_dataset(records, images, tcfg))
+    stats.pop("history", None)
+    return model, classifier.weight.detach().clone(), stats
+
+
+# --- the local round ----------------------------------------------------------------------------
+@dataclass
+class ReidRoundResult:
+    """What a client sends (``backbone`` = the shared state, ``phi``) and keeps (``state``)."""
+
+    backbone: dict[str, Tensor]
+    phi: Tensor | None
+    state: PersonalState
+    num_examples: int
+    num_hard_negatives: int
+    num_steps: int
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def _frozen(model: ReidNet) -> ReidNet:
+    m = copy.deepcopy(model)
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def cap_hard_negatives(idx: Tensor, public_feats: Tensor, local_feats: Tensor,
+                       limit: int) -> Tensor:
+    """At most ``limit`` of the selected hard negatives ``idx``: the hardest ones (largest
+    cosine to a local image), returned sorted; ``limit`` <= 0 keeps them all."""
+    if limit <= 0 or len(idx) <= limit:
+        return idx
+    sims = max_cosine_similarity(public_feats[idx], local_feats)
+    keep = torch.topk(sims, limit).indices
+    return torch.sort(idx[keep]).values
+
+
+def imprint(feats: Tensor, labels: Tensor, k: int) -> Tensor:
+    """(k, d) unit rows: the normalised mean feature of each class (W_l's first value)."""
+    w = torch.zeros(k, feats.shape[1])
+    w.index_add_(0, labels, F.normalize(feats, dim=1))
+    return F.normalize(w, dim=1)
+
+
+def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
+                state: PersonalState | None, records: list[ReidImage], images: Tensor,
+                labels: Tensor, generator: torch.Generator, server_round: int,
+                public: tuple[list[ReidImage], Tensor, Tensor] | None = None,
+                public_features: Callable[[ReidNet], Tensor] | None = None) -> ReidRoundResult:
+    """One client's local round (module doc). ``images`` / ``labels`` (N,) in 0..K_l-1: its
+    training set; ``public`` = (records, uint8 images, labels in 0..K_g-1) of D_g (FedFR)."""
+    from fedfr.reid.training import build_optimizer, train_epochs
+
+    k_l = int(labels.max()) + 1
+    own = state.prev_backbone if state is not None else None
+    model = load_received(cfg, received, own, images)
+    global_model = _frozen(model)
+    local_feats = embed(cfg, global_model, images)
+    if state is None:  # imprinted at Phi_g's row norm, so that local and public logits compare
+        scale = float(phi.norm(dim=1).mean()) if phi is not None and cfg.uses_public_data else 1.0
+        state = PersonalState(w=imprint(local_feats, labels, k_l) * scale)
+    use_public = cfg.uses_public_data
+    hn_idx = torch.empty(0, dtype=torch.long)
+    recs, x_u8, y = list(records), images, labels.long()
+    if use_public:
+        if phi is None or public is None:
+            raise ValueError("FedFR on re-ID needs Phi_g and the public set")
+        p_recs, p_images, p_labels = public
+        if cfg.hard_negatives:
+            pf = public_features(global_model) if public_features else embed(
+                cfg, global_model, p_images)
+            hn_idx = cap_hard_negatives(select_hard_negatives(pf, local_feats, cfg.hn_threshold),
+                                        pf, local_feats, int(cfg.reid_hn_ratio * len(records)))
+        else:
+            hn_idx = torch.arange(len(p_recs))
+        recs += [p_recs[i] for i in hn_idx.tolist()]
+        x_u8 = torch.cat([x_u8, p_images[hn_idx]])
+        y = torch.cat([y, k_l + p_labels[hn_idx].long()])
+    weight = state.w if phi is None or not use_public else torch.cat([state.w, phi])
+    classifier = IdentityClassifier(model.feature_dim, weight.shape[0])
+    with torch.no_grad():
+        classifier.fc.weight.copy_(weight)
+    head = None
+    if cfg.dfc:
+        head = DFCHead(model.feature_dim, k_l)
+        if state.dfc is not None:
+            head.load_personal_state(state.dfc)
+        else:
+            head.init_omega(state.w)
+        head.train()
+    prev_model = None
+    if cfg.contrastive and state.prev_backbone is not None:
+        prev_model = _frozen_from(cfg, state.prev_backbone)
+    tcfg = train_config(cfg, pretrain=False)
+    opt = build_optimizer(model, classifier, tcfg)
+    if head is not None:
+        opt.add_param_group({"params": list(head.parameters()), "lr": cfg.lr, "lr_scale": 1.0})
+    sums = {"con": 0.0, "bce": 0.0, "n": 0}
+
+    def extra(net: ReidNet, x: Tensor, f: Tensor, f_bn: Tensor, yb: Tensor) -> Tensor:
+        loss = f_bn.sum() * 0.0
+        if prev_model is not None:
+            with torch.no_grad():
+                f_glob, f_prev = global_model(x)[1], prev_model(x)[1]
+            l_con = model_contrastive_loss(f_bn, f_glob, f_prev, tau=cfg.con_tau)
+            loss = loss + cfg.alpha_con * l_con
+            sums["con"] += l_con.item() * len(yb)
+        if head is not None:
+            bce_labels = torch.where(yb < k_l, yb, torch.full_like(yb, -1))
+            l_bce = head.loss(f_bn, bce_labels, s=cfg.bce_s, m=cfg.bce_m, lam=cfg.bce_lambda,
+                              t=cfg.bce_t, kind=cfg.dfc_loss)
+            loss = loss + cfg.alpha_bce * l_bce
+            sums["bce"] += l_bce.item() * len(yb)
+        sums["n"] += len(yb)
+        return loss
+
+    use_extra = prev_model is not None or head is not None
+    stats = train_epochs(model, classifier, recs, y, tcfg, epochs=cfg.local_epochs,
+                         generator=generator, optimizer=opt,
+                         extra_loss=extra if use_extra else None,
+                         dataset=prefilled_dataset(recs, x_u8, tcfg))
+    model.eval()
+    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    w_all = classifier.weight.detach().clone()
+    new_state = PersonalState(w=w_all[:k_l].clone(),
+                              dfc=head.personal_state() if head is not None else state.dfc,
+                              prev_backbone=full, last_round=server_round)
+    n = max(sums["n"], 1)
+    return ReidRoundResult(
+        backbone=shared_state(cfg, model), phi=w_all[k_l:].clone() if use_public else None,
+        state=new_state, num_examples=len(records), num_hard_negatives=len(hn_idx),
+        num_steps=int(stats["steps"]),
+        losses={"total": float(stats["loss"]), "ce": float(stats["ce"]),
+                "triplet": float(stats["triplet"]), "con": sums["con"] / n,
+                "bce": sums["bce"] / n})
+
+
+def _frozen_from(cfg: Config, full_state: dict[str, Tensor]) -> ReidNet:
+    model = make_model(cfg)
+    model.load_state_dict(full_state)
+    return _frozen(model)
+

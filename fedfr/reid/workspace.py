@@ -1,0 +1,293 @@
+"""Sec. 7.7's federation of re-ID datasets: clients, unseen (generic) sets and the public set.
+
+Each client is one dataset (its train part trains, its query / gallery is that client's
+personalised test); the unseen datasets' query / gallery are the generic test; the public
+dataset (all of its images, train and test identities) serves pre-training, FedFR's hard
+negatives and the shared class matrix Phi_g. Datasets are named as in the reader registry
+(``fedfr.reid.data.registry``): real ones are read under ``data-root``; the synthetic domains
+(``synth-*``) are rendered once into ``<cache-dir>/reid-synthetic`` at the run's image size.
+
+Images are decoded and resized once per process into uint8 (3, H, W) tensors (``image_cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedfr.checkpoint import atomic_write_text
+from fedfr.config import Config
+from fedfr.data.export import NODE_MANIFEST
+from fedfr.errors import ConfigError
+from fedfr.node_data import NodeDataError
+from fedfr.reid.data.records import ReidImage, ReidSplit
+
+SYNTHETIC_PREFIX = "synth-"
+
+
+def names(value: str, key: str) -> list[str]:
+    """A comma-separated dataset list of the run config -> names (ConfigError if empty)."""
+    out = [n.strip() for n in value.split(",") if n.strip()]
+    if not out:
+        raise ConfigError(f"config '{key}': expected a comma-separated list of re-ID datasets, "
+                          f"got {value!r}")
+    return out
+
+
+def split_options(name: str, split_id: int, seed: int) -> dict[str, Any]:
+    """``split_id`` (and ``seed``) for a reader that draws random splits; {} for the others."""
+    import inspect
+
+    from fedfr.reid.data.registry import registered_reader
+
+    reader = registered_reader(name)
+    params = inspect.signature(reader).parameters if reader is not None else {}
+    if "split_id" not in params:
+        return {}
+    return {"split_id": split_id, **({"seed": seed} if "seed" in params else {})}
+
+
+def num_splits(name: str) -> int:
+    """1 for a dataset with a fixed split; else the protocol's 10 random splits."""
+    return 1 if name.startswith(SYNTHETIC_PREFIX) or not split_options(name, 0, 0) else 10
+
+
+def read_dataset(cfg: Config, name: str, data_root: str | None = None,
+                 node_dir: str | Path | None = None, split_id: int = 0) -> ReidSplit:
+    """One dataset of the federation: a synthetic domain (rendered into the cache at
+    ``reid-height`` x ``reid-width``) or a registered real dataset under ``data-root``.
+    ``node_dir``: a node's own folder (``export_reid_nodes``), which holds both kinds."""
+    from fedfr.reid.data.registry import get_dataset
+
+    if name.startswith(SYNTHETIC_PREFIX):
+        opts: dict[str, Any] = {"seed": cfg.seed, "height": cfg.reid_height,
+                                "width": cfg.reid_width}
+        if cfg.reid_synthetic_ids:
+            opts["num_ids"] = cfg.reid_synthetic_ids * (2 if name == "synth-public" else 1)
+        base = Path(node_dir) if node_dir is not None else cfg.cache_path
+        return get_dataset(name, base / "reid-synthetic", **opts)
+    opts = split_options(name, split_id, cfg.seed)
+    if node_dir is not None:
+        return get_dataset(name, Path(node_dir) / "data", **opts)
+    root = data_root or cfg.data_root
+    if not root:
+        raise ConfigError(f"config 'data-root': required to read the real re-ID dataset "
+                          f"{name!r} (the folder that holds its own folder, torchreid's layout)")
+    if not Path(root).is_absolute():
+        raise ConfigError(f"config 'data-root': expected an absolute path, got {root!r}")
+    return get_dataset(name, root, **opts)
+
+
+def _records_digest(h: Any, records: list[ReidImage], root: Path) -> None:
+    for r in records:
+        try:
+            rel = str(Path(r.path).relative_to(root))
+        except ValueError:
+            rel = Path(r.path).name
+        h.update(f"{rel}|{r.pid}|{r.camid}\n".encode())
+
+
+@dataclass
+class ReidFederatedSplit:
+    """Which dataset plays which role; saved as ``split.json`` next to the report."""
+
+    clients: list[ReidSplit]
+    unseen: list[ReidSplit]
+    public: ReidSplit
+
+    def content(self) -> dict[str, Any]:
+        def one(s: ReidSplit) -> dict[str, Any]:
+            h = hashlib.sha256()
+            for part in ("train", "query", "gallery"):
+                h.update(part.encode())
+                _records_digest(h, getattr(s, part), s.root)
+            return {"name": s.name, "root": str(s.root), "summary": s.summary(),
+                    "records-digest": h.hexdigest()[:16]}
+
+        return {"task": "reid", "clients": [one(s) for s in self.clients],
+                "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
+
+    def digest(self) -> str:
+        body = self.content()
+        for role in ("clients", "unseen"):  # where a copy lives does not change the data
+            for d in body[role]:
+                d.pop("root")
+        body["public"].pop("root")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {"clients": {s.name: s.summary() for s in self.clients},
+                "unseen": {s.name: s.summary() for s in self.unseen},
+                "public": {self.public.name: self.public.summary()}}
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(json.dumps({**self.content(), "digest": self.digest()}, indent=1),
+                          Path(path))
+
+
+# --- decoded images -----------------------------------------------------------------------------
+_IMAGES: dict[tuple[str, int, int], torch.Tensor] = {}
+_IMAGES_LOCK = threading.Lock()
+
+
+def image_tensor(records: list[ReidImage], height: int, width: int) -> torch.Tensor:
+    """uint8 (N, 3, height, width) images of ``records`` (decoded once per process)."""
+    from fedfr.reid.data.dataset import load_image
+    from fedfr.reid.data.transforms import pil_to_uint8
+
+    out = []
+    for r in records:
+        key = (str(r.path), height, width)
+        with _IMAGES_LOCK:
+            x = _IMAGES.get(key)
+        if x is None:
+            x = pil_to_uint8(load_image(r.path), height, width)
+            with _IMAGES_LOCK:
+                _IMAGES[key] = x
+        out.append(x)
+    if not out:
+        return torch.empty(0, 3, height, width, dtype=torch.uint8)
+    return torch.stack(out)
+
+
+def all_records(split: ReidSplit) -> tuple[list[ReidImage], list[int]]:
+    """Every image of a public dataset (train and test identities; pid-0 distractors left out)
+    and its class labels 0..K_g-1 (sorted pid order; test pids offset past the train pids)."""
+    recs = [r for r in split.train] + [r for r in split.query + split.gallery if r.pid > 0]
+    keys = [(0, r.pid) for r in split.train] + [(1, r.pid) for r in recs[len(split.train):]]
+    mapping = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return recs, [mapping[k] for k in keys]
+
+
+# --- the federation's data, per process ---------------------------------------------------------
+class ReidWorkspace:
+    """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
+
+    def __init__(self, cfg: Config, data_root: str | None = None,
+                 node_dir: str | None = None) -> None:
+        self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
+        # one client per dataset; with fewer clients than datasets (e.g. Flower's default of 2
+        # SuperNodes) the first num-clients datasets of reid-clients take part
+        self.client_names = names(cfg.reid_clients, "reid-clients")
+        if 0 < cfg.num_clients < len(self.client_names):
+            self.client_names = self.client_names[:cfg.num_clients]
+        self.unseen_names = names(cfg.reid_unseen, "reid-unseen")
+        self.public_name = cfg.reid_public.strip()
+        if not self.public_name or "," in self.public_name:
+            raise ConfigError(f"config 'reid-public': expected one re-ID dataset name, got "
+                              f"{cfg.reid_public!r}")
+        self._splits: dict[str, ReidSplit] = {}
+        self._lock = threading.Lock()
+
+    def dataset(self, name: str, split_id: int = 0) -> ReidSplit:
+        key = name if split_id == 0 else f"{name}#{split_id}"
+        with self._lock:
+            if key not in self._splits:
+                if self.node_dir is not None and name not in self.node_datasets():
+                    raise NodeDataError(f"{self.node_dir}: this node holds "
+                                        f"{self.node_datasets()}, not {name!r}")
+                self._splits[key] = read_dataset(self.cfg, name, self.data_root, self.node_dir,
+                                                 split_id)
+            return self._splits[key]
+
+    def node_datasets(self) -> list[str]:
+        """The datasets in this node's folder (its ``node.json``)."""
+        return list(read_node_manifest(self.node_dir)["datasets"]) if self.node_dir else []
+
+    def client_name(self, partition_id: int) -> str:
+        if not 0 <= partition_id < len(self.client_names):
+            raise ConfigError(f"partition-id {partition_id} out of range: reid-clients names "
+                              f"{len(self.client_names)} datasets ({self.cfg.reid_clients})")
+        return self.client_names[partition_id]
+
+    def client(self, partition_id: int) -> ReidSplit:
+        return self.dataset(self.client_name(partition_id))
+
+    def public(self) -> tuple[list[ReidImage], list[int]]:
+        return all_records(self.dataset(self.public_name))
+
+    def unseen(self) -> list[ReidSplit]:
+        """Each unseen set's first split (split 0)."""
+        return [self.dataset(n) for n in self.unseen_names]
+
+    def unseen_splits(self) -> list[tuple[str, list[ReidSplit]]]:
+        """Each unseen set with all its evaluation splits: one for a fixed-split set, the 10
+        seeded random splits of VIPeR, GRID, iLIDS, PRID (single-gallery-shot protocols)."""
+        return [(n, [self.dataset(n, k) for k in range(num_splits(n))])
+                for n in self.unseen_names]
+
+    @property
+    def split(self) -> ReidFederatedSplit:
+        return ReidFederatedSplit([self.dataset(n) for n in self.client_names], self.unseen(),
+                                  self.dataset(self.public_name))
+
+    def images(self, records: list[ReidImage]) -> torch.Tensor:
+        return image_tensor(records, self.cfg.reid_height, self.cfg.reid_width)
+
+
+def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) -> dict[str, Any]:
+    """A node folder's ``node.json`` (NodeDataError naming the path and what is wrong)."""
+    root = Path(node_dir)
+    if not root.is_absolute() or not root.is_dir():
+        raise NodeDataError(f"node-config data-dir {root}: expected an existing absolute folder "
+                            "written by the re-ID node export")
+    path = root / NODE_MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NodeDataError(f"{path}: unreadable node manifest ({exc})") from exc
+    if doc.get("task") != "reid":
+        raise NodeDataError(f"{path}: not a re-ID node folder (task {doc.get('task')!r})")
+    if partition_id is not None and doc.get("partition-id") != partition_id:
+        raise NodeDataError(f"{path}: holds client {doc.get('partition-id')}'s data, but this "
+                            f"node has partition-id={partition_id}")
+    return doc
+
+
+def export_reid_nodes(cfg: Config, out: Path) -> list[Path]:
+    """One folder per client under ``out``: its own dataset (and the public one with FedFR),
+    rendered there (synthetic domains), and ``node.json``; returns them in partition order."""
+    ws = ReidWorkspace(cfg)
+    dirs = []
+    for i, name in enumerate(ws.client_names):
+        folder = Path(out) / f"client-{i:04d}"
+        wanted = [name] + ([ws.public_name] if cfg.uses_public_data else [])
+        for ds in wanted:
+            if not ds.startswith(SYNTHETIC_PREFIX):
+                raise ConfigError(f"re-ID node export of the real dataset {ds!r} is not "
+                                  "implemented: put a copy under each node's data-dir/data/")
+            read_dataset(cfg, ds, node_dir=folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({"task": "reid", "partition-id": i, "datasets": wanted,
+                                      "split-digest": ws.split.digest()}, indent=1),
+                          folder / NODE_MANIFEST)
+        dirs.append(folder)
+    return dirs
+
+
+_WORKSPACES: dict[tuple, ReidWorkspace] = {}
+_WS_LOCK = threading.Lock()
+
+#: run-config keys that determine the data of a re-ID federation
+DATA_KEYS = ("seed", "data-root", "cache-dir", "reid-clients", "reid-unseen", "reid-public",
+             "reid-synthetic-ids", "reid-height", "reid-width")
+
+
+def open_reid_workspace(cfg: Config, data_root: str | None = None,
+                        node_dir: str | None = None) -> ReidWorkspace:
+    """The federation's datasets, cached per process by the data settings; ``node_dir``: a
+    node's exported folder (only its own datasets are readable)."""
+    d = cfg.to_dict()
+    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
+    with _WS_LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = _WORKSPACES[key] = ReidWorkspace(cfg, data_root, node_dir)
+    return ws
+

@@ -14,8 +14,16 @@ it is (pruned layers have fewer channels). Two conventions (``convention=``):
 
 Attention (``nn.MultiheadAttention``, sequence-first or batch-first) counts, in both conventions,
 the q/k/v and output projections (4 L E^2 for self-attention) and the two matrix products
-Q K^T and A V (2 L S E), per batch element. FLOPs are for batch size 1 (the example input's
-batch is divided out).
+Q K^T and A V (2 L S E), per batch element. Hand-written attention counts, in both conventions,
+through the parameter-free leaf modules ``MatMul`` (a @ b: one MAC per output element and
+contracted index) and ``Einsum`` (a two-operand contraction: the product of the sizes of all its
+indices); softmax, like other activations, is not counted. 3D pooling (``nn.AvgPool3d``,
+``nn.MaxPool3d``, their adaptive forms, e.g. a video net's temporal max-pooling and 3D average
+feature pooling) counts like 2D pooling, in the "full" convention only.
+
+Each call's count covers its whole output; the sum is divided by the example input's batch size,
+so FLOPs are per example input even where a layer's leading dimension is not that batch (a video
+net folds B x T frames into one batch of 2D convolutions: its count is per clip of T frames).
 """
 
 from __future__ import annotations
@@ -33,14 +41,52 @@ CONVENTIONS = ("eq5.7", "full")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
          nn.InstanceNorm1d, nn.InstanceNorm2d)
-_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-         nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_ADAPTIVE_POOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+                  nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 #: leaf modules that hold parameters and that the counter understands
 COUNTED_WITH_PARAMS = _CONV + (nn.Linear, nn.PReLU, nn.MultiheadAttention) + _NORM
 
 
 class UnsupportedLayerError(FedFRError, ValueError):
     """A layer the counter or the pruner cannot handle (the message names it)."""
+
+
+class MatMul(nn.Module):
+    """``a @ b`` (torch.matmul semantics) as a leaf module, so that the counter sees it:
+    MACs = output elements x the contracted size ``a.shape[-1]``."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)
+
+
+class Einsum(nn.Module):
+    """``torch.einsum(equation, a, b)`` as a leaf module: MACs = product of the sizes of every
+    index in ``equation`` (each output element sums over the contracted indices)."""
+
+    def __init__(self, equation: str) -> None:
+        super().__init__()
+        lhs = equation.replace(" ", "").split("->")[0].split(",")
+        if len(lhs) != 2 or "..." in equation:
+            raise ConfigError(f"Einsum: expected a two-operand equation without '...', "
+                              f"got {equation!r}")
+        self.equation = equation.replace(" ", "")
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.einsum(self.equation, a, b)
+
+    def macs(self, a: torch.Tensor, b: torch.Tensor) -> int:
+        """Multiply-accumulates of one call on ``a`` and ``b``."""
+        sizes: dict[str, int] = {}
+        for spec, t in zip(self.equation.split("->")[0].split(","), (a, b), strict=True):
+            for ch, n in zip(spec, t.shape, strict=True):
+                sizes[ch] = max(sizes.get(ch, 1), int(n))  # broadcast size-1 axes
+        return _numel(tuple(sizes.values()))
+
+    def extra_repr(self) -> str:
+        return repr(self.equation)
 
 
 @dataclass
@@ -75,22 +121,28 @@ def _numel(shape: torch.Size | tuple[int, ...]) -> int:
 
 
 def _conv_weight_macs(m: nn.Module, out: torch.Tensor) -> int:
-    spatial = _numel(out.shape[2:])
-    return int(m.weight.numel()) * spatial  # N * (C/groups) * k..k * output positions
+    positions = _numel(out.shape[2:]) * int(out.shape[0]) if out.dim() > 2 else int(
+        out.shape[-1])  # unbatched Conv1d input (C, L)
+    return int(m.weight.numel()) * positions  # N * (C/groups) * k..k * output positions
 
 
 def _layer_count(m: nn.Module, inputs: tuple, out: Any, convention: str) -> tuple[int, int]:
-    """(flops, params) of one leaf call for batch size 1."""
+    """(flops, params) of one leaf call, flops for the call's whole output."""
     full = convention == "full"
+    if isinstance(m, MatMul):
+        a = inputs[0]
+        return _numel(out.shape) * int(a.shape[-1]), 0
+    if isinstance(m, Einsum):
+        return m.macs(inputs[0], inputs[1]), 0
     if isinstance(m, _CONV):
         flops = _conv_weight_macs(m, out)
         params = int(m.weight.numel())
         if m.bias is not None and full:
-            flops += _numel(out.shape[1:])
+            flops += _numel(out.shape)
             params += int(m.bias.numel())
         return flops, params
     if isinstance(m, nn.Linear):
-        rows = _numel(out.shape[:-1]) // max(1, out.shape[0]) if out.dim() > 2 else 1
+        rows = _numel(out.shape[:-1])
         flops = int(m.weight.numel()) * rows
         params = int(m.weight.numel())
         if m.bias is not None and full:
@@ -100,10 +152,14 @@ def _layer_count(m: nn.Module, inputs: tuple, out: Any, convention: str) -> tupl
     if isinstance(m, nn.MultiheadAttention):
         q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
         seq_dim = 1 if m.batch_first else 0
+        if q.dim() == 2:  # unbatched (L, E)
+            seq_dim, nb = 0, 1
+        else:
+            nb = int(q.shape[0 if m.batch_first else 1])
         lq, lk, e = q.shape[seq_dim], k.shape[seq_dim], m.embed_dim
         # q, k, v projections; output projection; Q K^T and A V
         flops = lq * e * e + lk * e * m.kdim + lk * e * m.vdim
-        flops += lq * e * e + 2 * lq * lk * e
+        flops = nb * (flops + lq * e * e + 2 * lq * lk * e)
         params = sum(int(p.numel()) for n, p in m.named_parameters(recurse=False)
                      if full or "bias" not in n)
         return flops, params
@@ -111,14 +167,15 @@ def _layer_count(m: nn.Module, inputs: tuple, out: Any, convention: str) -> tupl
         return 0, 0
     params = sum(int(p.numel()) for p in m.parameters(recurse=False))
     if isinstance(m, _NORM) or isinstance(m, nn.PReLU):
-        return _numel(out.shape[1:]), params
+        return _numel(out.shape), params
     if isinstance(m, _POOL):
         x = inputs[0]
-        if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            return _numel(x.shape[1:]), params
-        ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (
-            out.dim() - 2)
-        return _numel(out.shape[1:]) * _numel(ks), params
+        if isinstance(m, _ADAPTIVE_POOL):
+            return _numel(x.shape), params
+        n_spatial = {nn.MaxPool1d: 1, nn.AvgPool1d: 1, nn.MaxPool2d: 2, nn.AvgPool2d: 2,
+                     nn.MaxPool3d: 3, nn.AvgPool3d: 3}[type(m)]
+        ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * n_spatial
+        return _numel(out.shape) * _numel(ks), params
     return 0, params
 
 
@@ -151,10 +208,13 @@ def count_resources(model: nn.Module, example_input: torch.Tensor,
     seen: set[int] = set()
     hooks = []
 
+    batch = max(1, int(example_input.shape[0]))
+
     def make_hook(name: str):
         def hook(m: nn.Module, inputs: tuple, out: Any) -> None:
             out_t = out[0] if isinstance(out, tuple) else out
             flops, params = _layer_count(m, inputs, out_t, convention)
+            flops = round(flops / batch)
             if id(m) in seen:  # a module called twice: count its compute again, params once
                 params = 0
             seen.add(id(m))

@@ -22,12 +22,12 @@ from typing import Any
 import pandas as pd
 
 from fedfr.config import resolve
-from fedfr.evaluation.run import evaluate_generic, evaluate_personalized_central
+from fedfr.face.evaluation.run import evaluate_generic, evaluate_personalized_central
+from fedfr.face.training.central import train_central
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import open_workspace
 from fedfr.report import table_columns
 from fedfr.runtime import configure_threads
-from fedfr.training.central import train_central
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
 from server.inprocess import DEFAULT_NUM_NODES, parse_run_config, run_inprocess
 
 #: the paper's sizes (dissertation Sec. 7.4.1): GPU scale, with an MS-Celeb-1M source
@@ -254,9 +254,9 @@ def personal_bootstrap(per_seed_rows: list[list[tuple[list[str], dict[str, Any]]
     """Bootstrap intervals (seeds x clients x identities) of the rows that carry scores.
 
     Rows are matched by position across seeds; a row's key is ' / '.join(labels). Returns
-    (intervals, differences) as ``fedfr.evaluation.uncertainty.bootstrap`` does, keyed by row.
+    (intervals, differences) as ``fedfr.face.evaluation.uncertainty.bootstrap`` does, keyed by row.
     """
-    from fedfr.evaluation.uncertainty import bootstrap
+    from fedfr.face.evaluation.uncertainty import bootstrap
 
     runs: dict[str, list] = {}
     for i, (labels, res) in enumerate(per_seed_rows[0]):
@@ -379,6 +379,6 @@ def write_seed_table(out: Path, stem: str,
 
 def offline_scores(run_dir: Path, models: Sequence[str]) -> dict[str, list]:
     """{model: [ClientScores per client]} of a finished run folder (``evaluate_run``)."""
-    from fedfr.evaluation.personal import evaluate_run, load_run
+    from fedfr.face.evaluation.personal import evaluate_run, load_run
 
     return evaluate_run(load_run(run_dir), tuple(models)).scores

@@ -6,7 +6,7 @@ to ``--epochs`` epochs, with the negatives of the run (its private images of oth
 plus the public hard negatives selected at ``--thresholds``; ``private`` = no public
 negatives). At each checkpoint epoch the personalised protocol of [Theta_l, Pi] is measured
 with the genuine / impostor score means and Pi's gains on span(Omega) and its complement
-(``fedfr.evaluation.personal.converter_gains``). Epoch 0 is Theta_l itself.
+(``fedfr.face.evaluation.personal.converter_gains``). Epoch 0 is Theta_l itself.
 
 Writes ``dfc_probe.{csv,md}`` to ``--out``.
 
@@ -25,13 +25,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from fedfr.data.transforms import to_float
 from fedfr.dfc import DFCHead
-from fedfr.evaluation.personal import _model, converter_gains, load_run
-from fedfr.evaluation.uncertainty import client_metrics, client_scores, mean_metrics
+from fedfr.face.data.transforms import to_float
+from fedfr.face.evaluation.personal import _model, converter_gains, load_run
+from fedfr.face.evaluation.uncertainty import client_metrics, client_scores, mean_metrics
+from fedfr.face.workspace import open_workspace
 from fedfr.hard_negatives import select_hard_negatives
 from fedfr.runtime import configure_threads
-from fedfr.workspace import open_workspace
 
 FARS, FPIRS = (1e-3, 1e-2), (1e-1,)
 

@@ -3,12 +3,12 @@
 Cases (synthetic L2-normalised features; identities = random unit centres plus Gaussian noise):
 
 - ``personal``: the personalised 1:1 and 1:N protocols of every client at once
-  (``fedfr.evaluation.streaming.personalized_all_clients``). Paper preset: 40 clients x 100
+  (``fedfr.face.evaluation.streaming.personalized_all_clients``). Paper preset: 40 clients x 100
   identities x (60 train + 40 test) images, 512-d: 160k test images, ~624 M impostor pairs per
   client, TAR @ FAR 1e-6 / 1e-5 and TPIR @ FPIR 1e-5 / 1e-4. Floor: the bare products the
   protocol needs, timed in the same run with the same blocks: every cross-client test block once
   (T_c T_c'^T, c < c'), the within-identity genuine blocks and probes x all galleries.
-- ``ijbc``: IJB-C-size 1:1 scoring (``fedfr.evaluation.ijbc.verify_1to1``): 23,124 template
+- ``ijbc``: IJB-C-size 1:1 scoring (``fedfr.face.evaluation.ijbc.verify_1to1``): 23,124 template
   features, 3,531 gallery x 19,593 probe templates, 15.6 M listed pairs (19,557 genuine), TAR
   at FAR 1e-6..1e-1. Floor: the dense product gallery x probes (every listed pair lies in it).
 
@@ -40,9 +40,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from fedfr.evaluation.ijbc import IJBC_FARS, verify_1to1  # noqa: E402
-from fedfr.evaluation.protocols import average_metrics  # noqa: E402
-from fedfr.evaluation.streaming import genuine_scores, personalized_all_clients  # noqa: E402
+from fedfr.face.evaluation.ijbc import IJBC_FARS, verify_1to1  # noqa: E402
+from fedfr.face.evaluation.protocols import average_metrics  # noqa: E402
+from fedfr.face.evaluation.streaming import genuine_scores, personalized_all_clients  # noqa: E402
 from fedfr.runtime import configure_threads  # noqa: E402
 
 log = logging.getLogger("fedfr.benchmarks.eval_scale")

@@ -1,6 +1,6 @@
 """Fig. 7.4: generic performance with a fixed number of clients and 40 / 20 / 10 / 1 IDs each.
 
-The data is split once by the paper's builder (``fedfr.data.ms1m``): the public and generic
+The data is split once by the paper's builder (``fedfr.face.data.ms1m``): the public and generic
 identities and the client pool are the same in every scenario, so one pre-trained model serves
 all of them; scenario k gives each client the next k identities of the pool. A synthetic source
 is first written as RecordIO under ``--out/data`` (the path a real MS-Celeb-1M run takes). Per
@@ -40,9 +40,9 @@ from benchmarks.common import (
     write_table,
 )
 from fedfr.config import resolve
-from fedfr.data.ms1m import MS1MSpec, build_ms1m_split
-from fedfr.data.recordio import write_source_as_recordio
-from fedfr.workspace import open_source
+from fedfr.face.data.ms1m import MS1MSpec, build_ms1m_split
+from fedfr.face.data.recordio import write_source_as_recordio
+from fedfr.face.workspace import open_source
 from strategies.fedface import PRIVACY_COST
 
 SMALL_IDS = (8, 4, 2, 1)

@@ -28,12 +28,12 @@ import torch
 from benchmarks.speed_common import ROOT, environment, fmt_spread, spread, write_outputs
 from fedfr import feature_cache
 from fedfr.config import resolve
-from fedfr.evaluation.features import embed
+from fedfr.face.evaluation.features import embed
+from fedfr.face.models.template import loaded_model
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import open_workspace
 from fedfr.hard_negatives import select_hard_negatives
-from fedfr.models.template import loaded_model
 from fedfr.runtime import configure_threads
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
 
 #: data sizes: the default public set (200 ids x 20 images) and 40 clients of 10 ids x 12 images
 CONFIG: dict[str, Any] = {"num-clients": 40, "ids-per-client": 10, "num-generic-ids": 20,

@@ -58,8 +58,8 @@ BEFORE_ENV = {"FEDFR_FEATURE_CACHE": "off", "FEDFR_FRESH_MODELS": "1",
 def prepare(conf: dict[str, Any]) -> None:
     """Render the synthetic data and pre-train Theta_g^0 into the cache (not timed)."""
     from fedfr.config import resolve
-    from fedfr.training.pretrain import load_or_pretrain
-    from fedfr.workspace import open_workspace
+    from fedfr.face.training.pretrain import load_or_pretrain
+    from fedfr.face.workspace import open_workspace
 
     cfg = resolve(conf)
     load_or_pretrain(cfg, open_workspace(cfg))

@@ -6,7 +6,7 @@ Three federations on one split, seed and pre-trained model:
 - ``dfc-cosface``: FedFR with the DFC branch trained by CosFace (Table 7.2's variant);
 - ``fedfr``: FedFR with the binary DFC loss.
 Each finished run is evaluated on the personalised protocol with Theta_g, Theta_l and
-[Theta_l, Pi_l] (and Fine-tune / KD) by ``fedfr.evaluation.personal`` from its output folder
+[Theta_l, Pi_l] (and Fine-tune / KD) by ``fedfr.face.evaluation.personal`` from its output folder
 (the same protocol and seeding as the clients' evaluate handler), which keeps every client's
 scores for the bootstrap intervals. Writes ``table7_2``, ``table7_3`` (with paired differences
 to Theta_g), ``all_models`` (.csv / .md), ``diagnostics.md`` (how far Pi_l is from the
@@ -41,9 +41,9 @@ from benchmarks.common import (
     write_seed_table,
 )
 from fedfr.config import resolve
-from fedfr.evaluation.personal import evaluate_run, load_run, score_summary
-from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
-from fedfr.evaluation.uncertainty import client_metrics, mean_metrics
+from fedfr.face.evaluation.personal import evaluate_run, load_run, score_summary
+from fedfr.face.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
+from fedfr.face.evaluation.uncertainty import client_metrics, mean_metrics
 
 FEDFR = {"strategy": "fedfr", "hard-negatives": True, "contrastive": True,
          "final-eval-models": "global"}

@@ -25,14 +25,19 @@ import torch
 from fedfr.aggregation import WeightedMean
 from fedfr.config import resolve
 from fedfr.dfc import DFCHead
-from fedfr.evaluation.run import embed_eval, evaluate_generic, personalized_metrics, split_by_model
+from fedfr.face.evaluation.run import (
+    embed_eval,
+    evaluate_generic,
+    personalized_metrics,
+    split_by_model,
+)
+from fedfr.face.models.template import model_factory
+from fedfr.face.training.batches import seeded_generator
+from fedfr.face.training.local import LocalData, PersonalState, train_local_round
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import open_workspace
 from fedfr.feature_cache import compute_public_features
-from fedfr.models.template import model_factory
 from fedfr.runtime import configure_threads
-from fedfr.training.batches import seeded_generator
-from fedfr.training.local import LocalData, PersonalState, train_local_round
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
 
 
 def _personal_eval(cfg, ws, backbone: dict[str, torch.Tensor],

@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 
 from fedfr.config import resolve
-from fedfr.models import model_from_config
+from fedfr.face.models import model_from_config
+from fedfr.face.workspace import open_workspace
 from fedfr.pruning.face import FaceTask, load_face_checkpoint
 from fedfr.pruning.global_pruning import GlobalConfig
 from fedfr.pruning.pipeline import compare_latencies, run, write_report
 from fedfr.pruning.task import FineTuneSchedule, finetune
 from fedfr.runtime import configure_threads
-from fedfr.workspace import open_workspace
 from server.inprocess import format_run_config, parse_run_config, run_inprocess
 
 log = logging.getLogger("benchmarks.pruning_face")

@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 
 from fedfr.config import Config, parse_run_config, resolve
+from fedfr.face.training.batches import seeded_generator
 from fedfr.reid import federated as fed
 from fedfr.reid.workspace import open_reid_workspace
 from fedfr.runtime import configure_threads
-from fedfr.training.batches import seeded_generator
 from fedfr.workloads import get_workload
 from strategies.records import unpack_arrays
 

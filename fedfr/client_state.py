@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fedfr.checkpoint import atomic_save, safe_load
 from fedfr.errors import DataFormatError
-from fedfr.training.local import PersonalState
+from fedfr.face.training.local import PersonalState
 
 _RE = re.compile(r"state-r(\d+)\.pt$")
 

@@ -126,7 +126,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 #: personalised evaluation models: Theta_g, Theta_l, [Theta_l, Pi_l], and the two-stage
-#: personalisation baselines of Yu et al. 2020 (fedfr/training/personalize.py)
+#: personalisation baselines of Yu et al. 2020 (fedfr/face/training/personalize.py)
 EVAL_MODELS = ("global", "local", "personal", "finetune", "kd")
 
 POSITIVE = {

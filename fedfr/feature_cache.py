@@ -38,8 +38,8 @@ from torch import Tensor
 
 from fedfr.checkpoint import atomic_save, safe_load
 from fedfr.errors import ConfigError, DataFormatError
-from fedfr.evaluation.features import embed
-from fedfr.models.template import loaded_model
+from fedfr.face.evaluation.features import embed
+from fedfr.face.models.template import loaded_model
 
 log = logging.getLogger(__name__)
 

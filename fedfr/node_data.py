@@ -1,4 +1,5 @@
-"""A node's own data: the folder ``fedfr export`` wrote for one client (``fedfr/data/export.py``).
+"""A node's own data: the folder ``fedfr export`` wrote for one client
+(``fedfr/face/data/export.py``).
 
 ``NodeWorkspace`` offers the part of ``Workspace``'s interface a client needs (``client``,
 ``public``) but reads only the node's folder: its own partition and the public set. Asking for
@@ -22,12 +23,12 @@ import numpy as np
 import torch
 
 from fedfr.config import Config
-from fedfr.data.export import FORMATS, NODE_KIND, NODE_MANIFEST, NODE_VERSION, PARTS
-from fedfr.data.folder import ImageFolderSource
-from fedfr.data.recordio import RecordIOSource
-from fedfr.data.source import FaceSource
 from fedfr.errors import ConfigError, DataFormatError
-from fedfr.workspace import ClientData, split_spec
+from fedfr.face.data.export import FORMATS, NODE_KIND, NODE_MANIFEST, NODE_VERSION, PARTS
+from fedfr.face.data.folder import ImageFolderSource
+from fedfr.face.data.recordio import RecordIOSource
+from fedfr.face.data.source import FaceSource
+from fedfr.face.workspace import ClientData, split_spec
 
 EXPECTED = ("the folder `fedfr export` wrote for this client (node.json plus train, test and "
             "public parts)")

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from fedfr.checkpoint import atomic_write_text
-from fedfr.evaluation.run import headline_levels
+from fedfr.face.evaluation.run import headline_levels
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

@@ -26,8 +26,8 @@ from flwr.serverapp import Grid
 from fedfr.checkpoint import latest_round, save_round
 from fedfr.config import Config
 from fedfr.errors import ConfigError
-from fedfr.evaluation.cache import model_digest
-from fedfr.evaluation.run import split_by_model
+from fedfr.face.evaluation.cache import model_digest
+from fedfr.face.evaluation.run import split_by_model
 from fedfr.report import write_json, write_metrics_csv
 from fedfr.workloads import get_workload
 from server import exit_status

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fedfr.evaluation.align import ARCFACE_TEMPLATE
+from fedfr.face.evaluation.align import ARCFACE_TEMPLATE
 
 ORL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "orl"
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fedfr.dfc import DFCHead
+from fedfr.face.training.personalize import kd_loss
 from fedfr.fedface import single_identity_loss, spread_out_loss, spread_out_step
 from fedfr.losses import cosface_loss
-from fedfr.training.personalize import kd_loss
 from server.inprocess import run_inprocess
 
 

@@ -10,8 +10,8 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from clients.app import REPLY_METRIC_KEYS, app, pack_arrays
 from fedfr.client_state import ClientStateStore
 from fedfr.config import resolve
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import open_workspace
 
 
 def _setup(run_config: dict):

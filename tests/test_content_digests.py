@@ -17,13 +17,13 @@ from PIL import Image
 
 from fedfr.cli import main
 from fedfr.config import resolve
-from fedfr.data.folder import ImageFolderSource
-from fedfr.data.split import SplitSpec, make_split
 from fedfr.digest import BLOCK, SAMPLE_WHOLE, file_fingerprint, files_fingerprint
 from fedfr.errors import ConfigError, DataFormatError
-from fedfr.evaluation.ijbc import read_ijbc_meta
-from fedfr.models import get_model
-from fedfr.training.pretrain import pretrained_checkpoint_path
+from fedfr.face.data.folder import ImageFolderSource
+from fedfr.face.data.split import SplitSpec, make_split
+from fedfr.face.evaluation.ijbc import read_ijbc_meta
+from fedfr.face.models import get_model
+from fedfr.face.training.pretrain import pretrained_checkpoint_path
 
 
 def _faces(root: Path, ids: int = 6, per_id: int = 3) -> None:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fedfr.data import build_source
-from fedfr.data.folder import ImageFolderSource, natural_key
 from fedfr.errors import DataFormatError
+from fedfr.face.data import build_source
+from fedfr.face.data.folder import ImageFolderSource, natural_key
 
 ORL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "orl"
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedfr.data import build_source
-from fedfr.data.synthetic import SyntheticFaces, render
 from fedfr.errors import ConfigError
+from fedfr.face.data import build_source
+from fedfr.face.data.synthetic import SyntheticFaces, render
 
 
 def test_shapes_dtype_and_identity_major_labels():

@@ -10,10 +10,10 @@ import torch
 from ijbc_fixtures import write_bin
 
 from fedfr.errors import DataFormatError
-from fedfr.evaluation.binsets import bin_metrics, evaluate_bin, kfold_accuracy, load_bin
-from fedfr.evaluation.cache import FeatureCache
-from fedfr.evaluation.metrics import tar_at_far
-from fedfr.models import get_model
+from fedfr.face.evaluation.binsets import bin_metrics, evaluate_bin, kfold_accuracy, load_bin
+from fedfr.face.evaluation.cache import FeatureCache
+from fedfr.face.evaluation.metrics import tar_at_far
+from fedfr.face.models import get_model
 
 
 def _kfold_brute(scores, issame, n_folds=10):
@@ -36,7 +36,7 @@ def test_kfold_threshold_is_best_on_training_folds(seed):
     mean, std, accs = kfold_accuracy(scores, issame)
     assert len(accs) == 10 and 0.5 < mean < 1.0 and std >= 0
     folds = np.array_split(np.arange(203), 10)
-    from fedfr.evaluation.binsets import _best_threshold
+    from fedfr.face.evaluation.binsets import _best_threshold
     best = _kfold_brute(scores, issame)
     for k, test in enumerate(folds):
         train = np.concatenate([f for j, f in enumerate(folds) if j != k])

@@ -11,9 +11,9 @@ from ijbc_fixtures import orl_face, write_ijbc
 from sklearn.metrics import roc_curve
 
 from fedfr.errors import DataFormatError
-from fedfr.evaluation.align import ARCFACE_TEMPLATE, align_face, similarity_transform
-from fedfr.evaluation.cache import FeatureCache
-from fedfr.evaluation.ijbc import (
+from fedfr.face.evaluation.align import ARCFACE_TEMPLATE, align_face, similarity_transform
+from fedfr.face.evaluation.cache import FeatureCache
+from fedfr.face.evaluation.ijbc import (
     evaluate_ijbc,
     identify_insightface,
     identify_open_set,
@@ -22,8 +22,8 @@ from fedfr.evaluation.ijbc import (
     read_ijbc_meta,
     template_features,
 )
-from fedfr.evaluation.metrics import tar_at_far
-from fedfr.models import get_model
+from fedfr.face.evaluation.metrics import tar_at_far
+from fedfr.face.models import get_model
 
 
 def test_similarity_transform_recovers_known_map():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-import fedfr.evaluation.run as run
+import fedfr.face.evaluation.run as run
 from fedfr.config import resolve
-from fedfr.models import model_from_config
-from fedfr.workspace import open_workspace
+from fedfr.face.models import model_from_config
+from fedfr.face.workspace import open_workspace
 
 
 def test_shared_other_client_features_equal_direct_embedding(tiny_config, monkeypatch):

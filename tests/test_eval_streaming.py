@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from fedfr.evaluation.metrics import (
+from fedfr.face.evaluation.metrics import (
     TopKImpostorScores,
     identification_metrics,
     tar_at_far,
     threshold_at_far,
 )
-from fedfr.evaluation.protocols import personalized_protocol
-from fedfr.evaluation.streaming import (
+from fedfr.face.evaluation.protocols import personalized_protocol
+from fedfr.face.evaluation.streaming import (
     pair_scores,
     personalized_all_clients,
     stream_cross_topk,
@@ -155,7 +155,7 @@ def test_topk_first_large_batch_sampled_bound_is_exact(cap_far):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_tpir_at_fpir_brute_force_with_ties(seed):
-    from fedfr.evaluation.metrics import identification_from_matches, level_key
+    from fedfr.face.evaluation.metrics import identification_from_matches, level_key
 
     rng = np.random.default_rng(seed)
     n_mated, n_non = 60, 150

@@ -10,7 +10,7 @@ import torch
 from ijbc_fixtures import write_bin, write_ijbc
 
 from fedfr.cli import main
-from fedfr.models import get_model
+from fedfr.face.models import get_model
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import torch
 from benchmarks.plain_loop import run_plain
 from fedfr import feature_cache
 from fedfr.config import resolve
+from fedfr.face.training.batches import seeded_generator
+from fedfr.face.training.local import LocalData, train_local_round
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import open_workspace
 from fedfr.hard_negatives import select_hard_negatives
-from fedfr.training.batches import seeded_generator
-from fedfr.training.local import LocalData, train_local_round
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
 from server.inprocess import run_inprocess
 
 
@@ -80,7 +80,7 @@ def test_local_round_with_cached_features_is_bitwise_the_uncached_round(setup):
     public, labels = ws.public()
     data = ws.client(0)
     local = LocalData(data.train_images, data.train_labels, data.num_classes)
-    from fedfr.models import model_from_config
+    from fedfr.face.models import model_from_config
 
     def make():
         return model_from_config(cfg)
@@ -101,7 +101,7 @@ def test_optimised_federation_equals_the_original_path_and_the_plain_loop(
     client) and the default path (model copies, shared features) end with the same global model
     and metrics; so does the overhead benchmark's plain loop."""
     import fedfr.workloads.face
-    from fedfr.models import model_from_config
+    from fedfr.face.models import model_from_config
 
     conf = {**tiny_config, "num-server-rounds": 1}
     models, finals = [], []
@@ -131,8 +131,8 @@ def test_optimised_federation_equals_the_original_path_and_the_plain_loop(
 
 def test_model_copies_train_exactly_like_fresh_models(setup):
     cfg, ws, backbone, phi = setup
-    from fedfr.models import model_from_config
-    from fedfr.models.template import model_factory
+    from fedfr.face.models import model_from_config
+    from fedfr.face.models.template import model_factory
 
     public, labels = ws.public()
     data = ws.client(1)

@@ -186,8 +186,8 @@ def test_real_faces_from_an_image_folder(tiny_config: dict) -> None:
 
 def test_recordio_dataset_end_to_end(tiny_config: dict, tmp_path: Path) -> None:
     """The same federation on data stored as MXNet RecordIO (train.rec + train.idx)."""
-    from fedfr.data.recordio import write_source_as_recordio
-    from fedfr.data.synthetic import SyntheticFaces
+    from fedfr.face.data.recordio import write_source_as_recordio
+    from fedfr.face.data.synthetic import SyntheticFaces
 
     source = SyntheticFaces(num_identities=40, images_per_identity=8, size=32, seed=3)
     rec_dir = write_source_as_recordio(source, tmp_path / "rec")
@@ -204,8 +204,8 @@ def test_corrupt_client_image_fails_that_client_only(tiny_config: dict, tmp_path
     from PIL import Image
 
     from fedfr.config import resolve as _resolve
-    from fedfr.data.folder import ImageFolderSource
-    from fedfr.workspace import open_workspace
+    from fedfr.face.data.folder import ImageFolderSource
+    from fedfr.face.workspace import open_workspace
 
     rng = torch.Generator().manual_seed(0)
     root = tmp_path / "faces"
@@ -224,7 +224,7 @@ def test_corrupt_client_image_fails_that_client_only(tiny_config: dict, tmp_path
     victim = split.clients[2].train[0]
     path = ImageFolderSource(root).paths[victim]
     Path(path).write_bytes(b"not an image")
-    from fedfr import workspace
+    from fedfr.face import workspace
     workspace._WORKSPACES.clear()  # drop the decoded tensors cached above
     with pytest.raises(RunFailedError, match="final evaluation failed on node") as failed:
         run_inprocess(conf)

@@ -1,4 +1,4 @@
-"""Tests of fedfr.evaluation.metrics against hand-worked cases and brute-force computations."""
+"""Tests of fedfr.face.evaluation.metrics against hand-worked cases and brute-force computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from fedfr.evaluation.metrics import (
+from fedfr.face.evaluation.metrics import (
     TopKImpostorScores,
     auto_levels,
     identification_metrics,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedfr.errors import ConfigError
-from fedfr.models import count_parameters, get_model, list_models, resolve_model_name
+from fedfr.face.models import count_parameters, get_model, list_models, resolve_model_name
 
 ALL_NAMES = [
     "sphereface20", "sphereface36", "sphereface64",

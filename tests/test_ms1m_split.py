@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fedfr.cli import main as cli_main
-from fedfr.data import RecordIOSource, RecordIOWriter
-from fedfr.data.ms1m import MS1MSpec, build_ms1m_split, eligible_identities
-from fedfr.data.split import FederatedSplit
 from fedfr.errors import ConfigError
+from fedfr.face.data import RecordIOSource, RecordIOWriter
+from fedfr.face.data.ms1m import MS1MSpec, build_ms1m_split, eligible_identities
+from fedfr.face.data.split import FederatedSplit
 
 #: images per identity: 9 eligible at 10..11 (authors-style rule), two with 9 and 12 that a
 #: bounded rule drops, two with too few images
@@ -101,7 +101,7 @@ def test_split_command_writes_the_manifest(tiny_rec: Path, tmp_path: Path, capsy
 
 def test_run_config_split_manifest_is_used_and_checked(tiny_rec: Path, tmp_path: Path):
     from fedfr.config import resolve
-    from fedfr.workspace import open_workspace
+    from fedfr.face.workspace import open_workspace
 
     manifest = tmp_path / "m.json"
     split = build_ms1m_split(RecordIOSource(tiny_rec), spec())
@@ -120,7 +120,7 @@ def test_run_config_split_manifest_is_used_and_checked(tiny_rec: Path, tmp_path:
 def test_split_command_exports_each_nodes_data(tiny_rec: Path, tmp_path: Path, capsys):
     """``fedfr split --export-dir`` hands the manifest to the node exporter: one folder per
     client holding only that client's images (and the public set)."""
-    from fedfr.data.export import client_dir_name
+    from fedfr.face.data.export import client_dir_name
 
     nodes = tmp_path / "nodes"
     rc = cli_main(["split", "--dataset", "recordio", "--data-root", str(tiny_rec), "--out",

@@ -15,16 +15,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
+import fedfr.face.workspace as workspace
 import fedfr.node_data as node_data
-import fedfr.workspace as workspace
 from clients.app import app, pack_arrays
 from fedfr.cli import main as cli_main
 from fedfr.client_state import ClientStateStore
 from fedfr.config import resolve
-from fedfr.data.export import export_node_data
+from fedfr.face.data.export import export_node_data
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import open_workspace
 from fedfr.node_data import NodeDataError, check_node_dir, open_node_workspace
-from fedfr.training.pretrain import load_or_pretrain
-from fedfr.workspace import open_workspace
 from server.certs import make_ca_and_server_cert, make_node_key
 from server.federation import run_federation
 from server.inprocess import InProcessGrid, format_run_config

@@ -1,5 +1,5 @@
-"""Personalised evaluation of a finished run outside the federation (fedfr/evaluation/personal.py,
-``fedfr evaluate personal``)."""
+"""Personalised evaluation of a finished run outside the federation
+(fedfr/face/evaluation/personal.py, ``fedfr evaluate personal``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from fedfr.cli import main
 from fedfr.config import resolve
 from fedfr.dfc import DFCHead
 from fedfr.errors import ConfigError
-from fedfr.evaluation.personal import branch_diagnostics, evaluate_run, load_run
-from fedfr.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
+from fedfr.face.evaluation.personal import branch_diagnostics, evaluate_run, load_run
+from fedfr.face.evaluation.run import PERSONAL_FARS, PERSONAL_FPIRS
 
 
 def test_load_run_names_the_missing_file(tmp_path) -> None:
@@ -72,7 +72,7 @@ def test_offline_evaluation_equals_the_federated_one(tiny_config: dict, tmp_path
 
 
 def test_converter_gains_see_a_shrunk_omega_span() -> None:
-    from fedfr.evaluation.personal import converter_gains
+    from fedfr.face.evaluation.personal import converter_gains
 
     head = DFCHead(6, 2)  # Omega = e_0, e_1
     assert converter_gains(head) == pytest.approx({"pi_gain_omega": 1.0,

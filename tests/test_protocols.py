@@ -1,4 +1,4 @@
-"""Tests of fedfr.evaluation.protocols and fedfr.evaluation.features on synthetic features."""
+"""Tests of fedfr.face.evaluation.protocols and .features on synthetic features."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from fedfr.data.transforms import to_float
-from fedfr.evaluation.features import embed
-from fedfr.evaluation.metrics import identification_metrics, tar_at_far
-from fedfr.evaluation.protocols import (
+from fedfr.face.data.transforms import to_float
+from fedfr.face.evaluation.features import embed
+from fedfr.face.evaluation.metrics import identification_metrics, tar_at_far
+from fedfr.face.evaluation.protocols import (
     average_metrics,
     generic_protocol,
     personalized_protocol,

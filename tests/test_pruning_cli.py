@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedfr.cli import main
-from fedfr.models import get_model
+from fedfr.face.models import get_model
 from fedfr.pruning.io import load_pruned
 
 ORL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "orl"

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from fedfr.models import get_model
+from fedfr.face.models import get_model
 from fedfr.pruning.counting import UnsupportedLayerError, count_resources
 from fedfr.pruning.groups import PrunableNet
 from fedfr.pruning.impact import group_savings

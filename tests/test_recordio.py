@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedfr.data import build_source
-from fedfr.data.recordio import RecordIOSource, RecordIOWriter, write_source_as_recordio
-from fedfr.data.synthetic import SyntheticFaces
 from fedfr.errors import DataFormatError
+from fedfr.face.data import build_source
+from fedfr.face.data.recordio import RecordIOSource, RecordIOWriter, write_source_as_recordio
+from fedfr.face.data.synthetic import SyntheticFaces
 
 MAGIC = 0xCED7230A
 

@@ -16,7 +16,7 @@ from benchmarks.common import (
     t_interval,
     write_seed_table,
 )
-from fedfr.evaluation.uncertainty import client_metrics, client_scores, mean_metrics
+from fedfr.face.evaluation.uncertainty import client_metrics, client_scores, mean_metrics
 
 
 def test_parse_seeds() -> None:

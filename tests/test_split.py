@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedfr.data.source import FaceSource
-from fedfr.data.split import FederatedSplit, SplitSpec, make_split
 from fedfr.errors import ConfigError, DataFormatError
+from fedfr.face.data.source import FaceSource
+from fedfr.face.data.split import FederatedSplit, SplitSpec, make_split
 
 
 class FakeSource(FaceSource):

@@ -7,13 +7,13 @@ import math
 import torch
 
 from fedfr.config import resolve
-from fedfr.evaluation.run import evaluate_personalized_central
-from fedfr.models import model_from_config
-from fedfr.training.batches import seeded_generator
-from fedfr.training.central import train_central
-from fedfr.training.local import LocalData, train_local_round
-from fedfr.training.pretrain import load_or_pretrain, pretrained_checkpoint_path
-from fedfr.workspace import open_workspace
+from fedfr.face.evaluation.run import evaluate_personalized_central
+from fedfr.face.models import model_from_config
+from fedfr.face.training.batches import seeded_generator
+from fedfr.face.training.central import train_central
+from fedfr.face.training.local import LocalData, train_local_round
+from fedfr.face.training.pretrain import load_or_pretrain, pretrained_checkpoint_path
+from fedfr.face.workspace import open_workspace
 
 
 def _round(conf: dict, state=None, rnd: int = 1):

@@ -1,4 +1,4 @@
-"""Bootstrap intervals of the personalised protocol (fedfr/evaluation/uncertainty.py)."""
+"""Bootstrap intervals of the personalised protocol (fedfr/face/evaluation/uncertainty.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fedfr.evaluation.protocols import personalized_protocol
-from fedfr.evaluation.uncertainty import (
+from fedfr.face.evaluation.protocols import personalized_protocol
+from fedfr.face.evaluation.uncertainty import (
     _rows,
     bootstrap,
     client_metrics,

@@ -33,7 +33,7 @@ from PIL import Image
 from fedfr import cli
 from fedfr.checkpoint import save_pretrained, save_round
 from fedfr.config import format_run_config
-from fedfr.models import get_model
+from fedfr.face.models import get_model
 from server import inprocess
 from tests.ijbc_fixtures import write_bin
 

@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cache(args: argparse.Namespace):
-    from fedfr.evaluation.cache import FeatureCache
+    from fedfr.face.evaluation.cache import FeatureCache
 
     if args.cache_dir is not None and str(args.cache_dir) == "":
         return FeatureCache(None)
@@ -90,8 +90,8 @@ def _cache(args: argparse.Namespace):
 
 
 def _run_ijbc(args: argparse.Namespace, model) -> None:
-    from fedfr.evaluation.ijbc import evaluate_ijbc
-    from fedfr.evaluation.outputs import plot_roc, write_table
+    from fedfr.face.evaluation.ijbc import evaluate_ijbc
+    from fedfr.face.evaluation.outputs import plot_roc, write_table
 
     res = evaluate_ijbc(model, args.root, cache=_cache(args), flip=not args.no_flip,
                         detector_score=not args.no_detector_score, norm_images=args.norm_images,
@@ -126,8 +126,8 @@ def _run_ijbc(args: argparse.Namespace, model) -> None:
 
 
 def _run_bin(args: argparse.Namespace, model) -> None:
-    from fedfr.evaluation.binsets import BIN_FARS, evaluate_bin
-    from fedfr.evaluation.outputs import plot_roc, write_table
+    from fedfr.face.evaluation.binsets import BIN_FARS, evaluate_bin
+    from fedfr.face.evaluation.outputs import plot_roc, write_table
 
     cache = _cache(args)
     rows, curves = [], {}
@@ -149,7 +149,7 @@ def _run_bin(args: argparse.Namespace, model) -> None:
 
 
 def _run_personal(args: argparse.Namespace) -> None:
-    from fedfr.evaluation.personal import evaluate_run, load_run, personal_report
+    from fedfr.face.evaluation.personal import evaluate_run, load_run, personal_report
 
     models = tuple(m for m in args.models.split(",") if m)
     run = load_run(args.run, args.state_dir)
@@ -160,7 +160,7 @@ def _run_personal(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from fedfr.evaluation.outputs import load_model
+    from fedfr.face.evaluation.outputs import load_model
 
     configure_threads()
     if args.protocol == "reid":

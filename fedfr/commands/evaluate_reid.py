@@ -53,7 +53,7 @@ def load_reid_state(path: Path) -> dict[str, torch.Tensor]:
 
 def main(args: argparse.Namespace) -> int:
     from fedfr.config import resolve
-    from fedfr.evaluation.outputs import write_table
+    from fedfr.face.evaluation.outputs import write_table
     from fedfr.reid import federated as fed
     from fedfr.reid.data.registry import get_dataset
     from fedfr.reid.evaluation.rank import features_to_rank

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fedfr.config import parse_run_config, resolve
-from fedfr.data.export import FORMATS, export_node_data
-from fedfr.data.split import FederatedSplit
 from fedfr.errors import ConfigError, DataFormatError
-from fedfr.workspace import open_workspace
+from fedfr.face.data.export import FORMATS, export_node_data
+from fedfr.face.data.split import FederatedSplit
+from fedfr.face.workspace import open_workspace
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

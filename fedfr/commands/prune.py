@@ -64,9 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _face(args):
     from fedfr.config import parse_run_config, resolve
-    from fedfr.models import model_from_config
+    from fedfr.face.models import model_from_config
+    from fedfr.face.workspace import open_workspace
     from fedfr.pruning.face import FaceTask, load_face_checkpoint
-    from fedfr.workspace import open_workspace
 
     run_config = parse_run_config(args.run_config) if args.run_config else {}
     if int(run_config.get("num-clients", 0) or 0) == 0:

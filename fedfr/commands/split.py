@@ -5,7 +5,7 @@
         --export-dir /data/nodes --export-format recordio
 
 Writes the manifest (``FederatedSplit`` JSON) and prints its summary; with ``--export-dir``
-each node's own data is written there by ``fedfr.data.export.export_node_data``.
+each node's own data is written there by ``fedfr.face.data.export.export_node_data``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 import logging
 from pathlib import Path
 
-from fedfr.data import build_source
-from fedfr.data.ms1m import AUTHORS_RULE, SCENARIOS, MS1MSpec, build_ms1m_split
+from fedfr.face.data import build_source
+from fedfr.face.data.ms1m import AUTHORS_RULE, SCENARIOS, MS1MSpec, build_ms1m_split
 
 log = logging.getLogger("fedfr.split")
 
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-images-per-id", type=int, default=d.public_images_per_id)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--export-dir", type=Path,
-                   help="also write each node's own data here (fedfr.data.export)")
+                   help="also write each node's own data here (fedfr.face.data.export)")
     p.add_argument("--export-format", choices=("recordio", "folder"), default="recordio")
 
 
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     summary.pop("clients")
     print(json.dumps({"manifest": str(args.out), "digest": split.digest(), **summary}, indent=1))
     if args.export_dir is not None:
-        from fedfr.data.export import export_node_data  # the deployment module (issue 4)
+        from fedfr.face.data.export import export_node_data  # the deployment module (issue 4)
 
         export_node_data(source, split, args.export_dir, fmt=args.export_format)
         print(f"node data written to {args.export_dir} ({args.export_format})")

@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 from fedfr.checkpoint import safe_load
-from fedfr.data.folder import ImageFolderSource
-from fedfr.data.transforms import to_float
 from fedfr.errors import DataFormatError
-from fedfr.evaluation.features import embed
-from fedfr.evaluation.protocols import generic_protocol
-from fedfr.evaluation.run import headline_levels
+from fedfr.face.data.folder import ImageFolderSource
+from fedfr.face.data.transforms import to_float
+from fedfr.face.evaluation.features import embed
+from fedfr.face.evaluation.protocols import generic_protocol
+from fedfr.face.evaluation.run import headline_levels
+from fedfr.face.training.batches import augment, batch_indices, seeded_generator
 from fedfr.hard_negatives import mean_class_features
 from fedfr.losses import cosface_loss
 from fedfr.pruning.task import ClassificationTask
-from fedfr.training.batches import augment, batch_indices, seeded_generator
 
 
 def load_face_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:

@@ -5,7 +5,7 @@ architecture, "state_dict": the pruned weights, "channels": per-layer output cha
 Loading builds the architecture from ``spec`` and shrinks each conv / linear / BN / PReLU to the
 shapes in the state dict, so the file loads with ``torch.load(weights_only=True)``.
 
-Specs: {"kind": "fedfr", "config": {...run config...}} (fedfr.models.model_from_config),
+Specs: {"kind": "fedfr", "config": {...run config...}} (fedfr.face.models.model_from_config),
 {"kind": "torchvision", "name": "resnet50", "kwargs": {...}},
 {"kind": "zoo", "name": "small_convnet", "kwargs": {...}} (fedfr.pruning.zoo).
 """
@@ -30,7 +30,7 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("kind")
     if kind == "fedfr":
         from fedfr.config import resolve
-        from fedfr.models import model_from_config
+        from fedfr.face.models import model_from_config
         return model_from_config(resolve(dict(spec["config"])))
     if kind == "torchvision":
         import torchvision

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fedfr.errors import ConfigError
-from fedfr.training.batches import batch_indices, seeded_generator
+from fedfr.face.training.batches import batch_indices, seeded_generator
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from torch import Tensor, nn
 
 from fedfr.config import Config
 from fedfr.dfc import DFCHead
+from fedfr.face.training.local import PersonalState
 from fedfr.hard_negatives import max_cosine_similarity, select_hard_negatives
 from fedfr.losses import model_contrastive_loss
 from fedfr.reid.data.records import ReidImage
 from fedfr.reid.data.transforms import ReidTransformConfig, eval_batch
 from fedfr.reid.models import IdentityClassifier, ReidNet, build_reid_model
-from fedfr.training.local import PersonalState
 
 log = logging.getLogger(__name__)
 

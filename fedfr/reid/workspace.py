@@ -23,8 +23,8 @@ import torch
 
 from fedfr.checkpoint import atomic_write_text
 from fedfr.config import Config
-from fedfr.data.export import NODE_MANIFEST
 from fedfr.errors import ConfigError
+from fedfr.face.data.export import NODE_MANIFEST
 from fedfr.node_data import NodeDataError
 from fedfr.reid.data.records import ReidImage, ReidSplit
 

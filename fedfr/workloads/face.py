@@ -1,11 +1,11 @@
 """The face workload (``task = "face"``, the default): FedFR on faces, as before the seam.
 
-It wraps today's face modules without moving them: data from ``fedfr.workspace`` (or a node's
-``fedfr export`` folder, ``fedfr.node_data``), models from ``fedfr.models``, CosFace pre-training
-(``fedfr.training.pretrain``), the FedFR / FedAvg / FedFace local round
-(``fedfr.training.local``), and the generic / personalised open-set protocols of
-``fedfr.evaluation``. Messages: ``backbone.*`` [+ ``phi`` with FedFR] (+ ``proxies`` in FedFace's
-reply, its stated privacy cost).
+It wraps the face domain's modules (``fedfr/face/``): data from ``fedfr.face.workspace`` (or a
+node's ``fedfr export`` folder, ``fedfr.node_data``), models from ``fedfr.face.models``, CosFace
+pre-training (``fedfr.face.training.pretrain``), the FedFR / FedAvg / FedFace local round
+(``fedfr.face.training.local``), and the generic / personalised open-set protocols of
+``fedfr.face.evaluation``. Messages: ``backbone.*`` [+ ``phi`` with FedFR] (+ ``proxies`` in
+FedFace's reply, its stated privacy cost).
 """
 
 from __future__ import annotations
@@ -19,24 +19,24 @@ from flwr.app import Array, ArrayRecord
 
 from fedfr.client_state import ClientStateStore
 from fedfr.config import EVAL_MODELS, Config
-from fedfr.data.export import export_node_data
 from fedfr.dfc import DFCHead
-from fedfr.evaluation.run import (
+from fedfr.face.data.export import export_node_data
+from fedfr.face.evaluation.run import (
     embed_eval,
     embed_other_clients,
     evaluate_generic,
     personalized_metrics,
 )
+from fedfr.face.models.template import model_factory
+from fedfr.face.training.batches import seeded_generator
+from fedfr.face.training.local import LocalData, PersonalState, train_local_round
+from fedfr.face.training.personalize import METHODS as PERSONALIZERS
+from fedfr.face.training.personalize import personalize
+from fedfr.face.training.pretrain import load_or_pretrain
+from fedfr.face.workspace import Workspace, open_workspace
 from fedfr.feature_cache import shared_public_features
-from fedfr.models.template import model_factory
 from fedfr.node_data import open_node_workspace
-from fedfr.training.batches import seeded_generator
-from fedfr.training.local import LocalData, PersonalState, train_local_round
-from fedfr.training.personalize import METHODS as PERSONALIZERS
-from fedfr.training.personalize import personalize
-from fedfr.training.pretrain import load_or_pretrain
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
-from fedfr.workspace import Workspace, open_workspace
 from strategies.fedface import PROXIES_KEY
 from strategies.records import pack_arrays, unpack_arrays
 

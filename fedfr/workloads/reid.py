@@ -26,6 +26,7 @@ from fedfr.checkpoint import digest_of, load_pretrained, save_pretrained
 from fedfr.client_state import ClientStateStore
 from fedfr.config import Config, resolve_path
 from fedfr.errors import ConfigError
+from fedfr.face.training.batches import seeded_generator
 from fedfr.node_data import NodeDataError
 from fedfr.reid import federated as fed
 from fedfr.reid.workspace import (
@@ -34,7 +35,6 @@ from fedfr.reid.workspace import (
     open_reid_workspace,
     read_node_manifest,
 )
-from fedfr.training.batches import seeded_generator
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from strategies.records import pack_arrays, unpack_arrays
 
@@ -74,7 +74,7 @@ _PUBLIC_LOCK = threading.Lock()
 def _shared_public_features(cfg: Config, ws: ReidWorkspace, images: torch.Tensor):
     """D_g's features under Theta_g^t, computed once per model per process (every client of a
     round in this process receives the same Theta_g^t); only the newest model's are kept."""
-    from fedfr.evaluation.cache import model_digest
+    from fedfr.face.evaluation.cache import model_digest
 
     def features(model) -> torch.Tensor:
         key = (model_digest(model), cfg.eval_flip, ws.public_name)

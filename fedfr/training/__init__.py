@@ -1,6 +1,0 @@
-"""Training steps: central CosFace pre-training, the clients' local round, central upper bound."""
-
-from fedfr.training.local import LocalData, LocalResult, PersonalState, train_local_round
-from fedfr.training.pretrain import train_cosface
-
-__all__ = ["LocalData", "LocalResult", "PersonalState", "train_local_round", "train_cosface"]

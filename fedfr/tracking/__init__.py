@@ -1,0 +1,1 @@
+"""Online multi-camera tracking (dissertation Ch. 8)."""

@@ -1,8 +1,8 @@
 """Appearance embedders for tracking: ``embed(crops uint8 (N, H, W, 3) RGB) -> (N, D) float32``,
 rows L2-normalised.
 
-* :class:`ColourHistogramEmbedder`: per horizontal stripe of the crop a joint RGB histogram
-  (``bins``^3 cells), square-rooted (Hellinger) and concatenated; no model, for tests and as a
+* :class:`ColourHistogramEmbedder`: per horizontal stripe of the crop a kernel-weighted HSV (or
+  RGB) histogram, square-rooted (Hellinger) and concatenated; no model, for tests and as a
   motion-plus-colour baseline.
 * :class:`ReidModelEmbedder`: a fedfr re-ID network (``fedfr.reid.models.build_reid_model``)
   loaded by path (:func:`load_reid_model`), crops resized to its input (256 x 128 by default),
@@ -71,33 +71,59 @@ class ClipEmbedder:
 
 
 class ColourHistogramEmbedder(ClipEmbedder):
-    """Joint RGB histograms of ``stripes`` horizontal stripes (inner ``margin`` of the width,
-    to keep the background out), ``bins`` levels per channel; D = stripes * bins**3."""
+    """Colour histograms of ``stripes`` horizontal stripes, pixels weighted by a kernel across
+    the width (``1 - (u / kernel)^2``, u the offset from the centre line in box widths; the
+    background at the box sides counts little), each stripe's histogram square-rooted
+    (Hellinger) and the concatenation L2-normalised.
 
-    def __init__(self, bins: int = 4, stripes: int = 3, margin: float = 0.2):
-        if bins < 2 or stripes < 1 or not 0 <= margin < 0.5:
-            raise ConfigError(f"ColourHistogramEmbedder(bins={bins}, stripes={stripes}, "
-                              f"margin={margin}): expected bins >= 2, stripes >= 1, margin in "
-                              "[0, 0.5)")
-        self.bins, self.stripes, self.margin = bins, stripes, margin
-        self.dim = stripes * bins ** 3
+    ``space="hsv"`` (default): 8 hue bins x 2 saturation levels for coloured pixels (saturation
+    >= 1/3) and 3 grey levels for the rest, K = 19 cells; robust to the brightness changes
+    between cameras. ``space="rgb"``: a joint RGB histogram of ``bins`` levels per channel,
+    K = bins**3. D = stripes * K."""
+
+    def __init__(self, stripes: int = 3, space: str = "hsv", bins: int = 4,
+                 kernel: float = 0.3):
+        if stripes < 1 or space not in ("hsv", "rgb") or bins < 2 or not 0 < kernel <= 1:
+            raise ConfigError(f"ColourHistogramEmbedder(stripes={stripes}, space={space!r}, "
+                              f"bins={bins}, kernel={kernel}): expected stripes >= 1, space "
+                              "hsv | rgb, bins >= 2, kernel in (0, 1]")
+        self.stripes, self.space, self.bins, self.kernel = stripes, space, bins, kernel
+        self.cells = 19 if space == "hsv" else bins ** 3
+        self.dim = stripes * self.cells
+
+    def _cells(self, crops: np.ndarray) -> np.ndarray:
+        if self.space == "rgb":
+            q = (crops.astype(np.int64) * self.bins) >> 8
+            return (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
+        x = crops.astype(np.float32) / 255.0
+        mx, mn = x.max(axis=-1), x.min(axis=-1)
+        d = mx - mn + 1e-6
+        r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        hue = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2,
+                                                            (r - g) / d + 4)) / 6
+        sat = d / (mx + 1e-6)
+        hq = np.minimum((hue * 8).astype(np.int64), 7)
+        sq = np.minimum((sat * 3).astype(np.int64), 2)
+        vq = np.minimum((mx * 3).astype(np.int64), 2)
+        return np.where(sq > 0, hq * 2 + (sq - 1), 16 + vq)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         crops = _check_crops(crops)
         n, h, w = crops.shape[:3]
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
-        x0, x1 = int(w * self.margin), max(int(w * (1 - self.margin)), int(w * self.margin) + 1)
-        q = (crops[:, :, x0:x1].astype(np.int64) * self.bins) >> 8  # level per channel
-        cell = (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]  # (N, H, W')
+        cell = self._cells(crops)  # (N, H, W)
+        u = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
+        weight = np.maximum(0.0, 1.0 - (u / self.kernel) ** 2)
         edges = np.linspace(0, h, self.stripes + 1).round().astype(int)
-        k = self.bins ** 3
-        out = np.zeros((n, self.stripes, k), np.float32)
+        k = self.cells
+        out = np.zeros((n, self.stripes, k), np.float64)
         for s in range(self.stripes):
-            part = cell[:, edges[s]:max(edges[s + 1], edges[s] + 1)].reshape(n, -1)
-            idx = part + np.arange(n)[:, None] * k
-            out[:, s] = np.bincount(idx.ravel(), minlength=n * k).reshape(n, k)
-        out /= np.maximum(out.sum(axis=2, keepdims=True), 1)
+            part = cell[:, edges[s]:max(edges[s + 1], edges[s] + 1)]
+            idx = part + np.arange(n)[:, None, None] * k
+            wts = np.broadcast_to(weight, part.shape)
+            out[:, s] = np.bincount(idx.ravel(), wts.ravel(), minlength=n * k).reshape(n, k)
+        out /= np.maximum(out.sum(axis=2, keepdims=True), 1e-12)
         return l2_normalise(np.sqrt(out).reshape(n, -1))
 
 

@@ -262,8 +262,8 @@ def _walkers(spec: SceneSpec) -> list[Walker]:
 
 def _sprites(spec: SceneSpec) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{pid: (premultiplied colour (V, 3, H, W, 3) float32, alpha (V, 3, H, W) float32)} for
-    _VIEWS view angles x 3 poses (legs together, left / right forward), rendered by the re-ID generator's person model
-    over black and over white (alpha = 1 - (white - black))."""
+    _VIEWS view angles x 3 poses (legs together, left / right forward), rendered by the re-ID
+    generator's person model over black and over white (alpha = 1 - (white - black))."""
     dspec = DomainSpec(name=f"scene-{spec.name}", seed=spec.seed, palette=spec.palette,
                        height=SPRITE_H, width=SPRITE_W)
     people = {pid: _person(dspec, pid) for pid in range(1, spec.num_people + 1)}
@@ -424,7 +424,8 @@ class SyntheticScene:
         tlwh = truth.tlwh[hit].copy()
         size = tlwh[:, [2, 3, 2, 3]]
         tlwh += rng.normal(0.0, nm.jitter, tlwh.shape) * size
-        scores = nm.score_base + nm.score_visible * vis[hit] + rng.normal(0, nm.score_std, hit.sum())
+        scores = nm.score_base + nm.score_visible * vis[hit]
+        scores = scores + rng.normal(0, nm.score_std, int(hit.sum()))
         n_fa = int(rng.poisson(nm.false_alarms))
         if n_fa:  # person-sized boxes standing on random visible ground points
             fa = []

@@ -152,3 +152,43 @@ def test_track_features_four_frame_clips_running_average():
     assert bank.tracks[("c1", 1)].clips == 2
     np.testing.assert_allclose(bank.tracks[("c1", 1)].mean, [25, 0, 0])  # (10 + 40) / 2
     assert bank.tracks[("c1", 1)].pending == []
+
+
+def _handover(use_topology: bool):
+    """Ground-truth tracks of the disjoint corridor scene through the clip features (colour
+    histograms) and the gallery: (true cross-camera pairs, linked true pairs, false links)."""
+    from fedfr.tracking.embedders import ColourHistogramEmbedder
+    from fedfr.tracking.scene import SceneSpec, SyntheticScene
+
+    spec = SceneSpec(setup="disjoint", seed=0, num_people=10, frames=100, frame_rate=5.0,
+                     width=320, height=240)
+    scene = SyntheticScene(spec)
+    bank = TrackFeatureBank(ColourHistogramEmbedder(), crop_size=(64, 32))
+    topo = Topology.from_dict(scene.topology()) if use_topology else None
+    m = MultiCameraMatcher(CrossCameraGallery(GalleryConfig(threshold=0.3, query_interval=20),
+                                              topology=topo), exit_after=5)
+    keys = set()
+    for f in range(1, spec.frames + 1):
+        seen = {}
+        for ci, cam in enumerate(scene.cameras):
+            img, truth = scene.render(ci, f)
+            ok = (truth.visibility > 0.3) & (truth.tlwh[:, 3] > 15)
+            seen[cam.name] = [int(p) for p in truth.pids[ok]]  # gt id as the local track id
+            bank.add_frame(cam.name, img, seen[cam.name], truth.tlwh[ok])
+            keys |= {(cam.name, p) for p in seen[cam.name]}
+        bank.flush()  # one embedder call for the clips of all cameras
+        for cam, ids in seen.items():
+            m.update(cam, f, f / spec.frame_rate, ids, bank.feature)
+    m.finish(bank.feature)
+    gid = {k: m.global_id(*k) for k in keys}
+    pairs = [(a, b) for a in keys for b in keys if a < b]
+    true = [(a, b) for a, b in pairs if a[1] == b[1]]
+    linked = sum(gid[a] == gid[b] for a, b in true)
+    false = sum(gid[a] == gid[b] for a, b in pairs if a[1] != b[1])
+    return len(true), linked, false
+
+
+@pytest.mark.slow
+def test_scene_handover_through_features_and_gallery():
+    n_true, linked, false = _handover(use_topology=True)
+    assert n_true == 7 and linked >= 4 and false == 0

@@ -57,9 +57,7 @@ def test_boxes_cover_the_person_pixels():
     scene = SyntheticScene(SceneSpec(seed=1, num_people=8, frames=60, width=320, height=240))
     checked = 0
     for ci in range(3):
-        lut = scene._luts[ci]
-        u8 = np.clip(np.round(scene._bg[ci] * 255), 0, 255).astype(np.uint8)
-        bg = np.stack([lut[k][u8[..., k]] for k in range(3)], -1)
+        bg = scene.background(ci)
         for f in (10, 30, 50):
             img, truth = scene.render(ci, f)
             changed = np.abs(img.astype(int) - bg.astype(int)).max(axis=2) > 2

@@ -339,8 +339,14 @@ class SyntheticScene:
         self.cameras = _cameras(self.spec)
         self.walkers = _walkers(self.spec)
         self._sprites = _sprites(self.spec)
-        self._bg = [_background(self.spec, c, k) for k, c in enumerate(self.cameras)]
         self._luts = [c.lut() for c in self.cameras]
+        self._bg = [np.clip(np.round(_background(self.spec, c, k) * 255), 0, 255).astype(np.uint8)
+                    for k, c in enumerate(self.cameras)]  # linear (before the camera's response)
+        self._bg_out = [_apply_lut(b, lut) for b, lut in zip(self._bg, self._luts, strict=True)]
+
+    def background(self, cam_index: int) -> np.ndarray:
+        """The empty view of a camera as rendered (uint8 (H, W, 3), colour response applied)."""
+        return self._bg_out[cam_index].copy()
 
     def render(self, cam_index: int, frame: int) -> tuple[np.ndarray, FrameTruth]:
         spec, cam = self.spec, self.cameras[cam_index]
@@ -372,14 +378,15 @@ class SyntheticScene:
             items.append((z[0], w.pid, pos, x0, y0, s, vbin, sbin))
         items.sort(key=lambda it: -it[0])  # far to near
         img = self._bg[cam_index].copy()
+        regions = []
         owner = np.full((H, W), -1, np.int32)
         totals, boxes = [], []
         for n, (_, pid, _, x0, y0, s, vbin, sbin) in enumerate(items):
             col, alpha = self._sprites[pid]
             sw, sh = max(1, int(round(SPRITE_W * s))), max(1, int(round(SPRITE_H * s)))
-            a = np.asarray(Image.fromarray(alpha[vbin, sbin]).resize((sw, sh), Image.BILINEAR))
-            c = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(col[vbin, sbin, ..., k]))
-                                     .resize((sw, sh), Image.BILINEAR)) for k in range(3)], -1)
+            rgba = _resize(np.concatenate([col[vbin, sbin], alpha[vbin, sbin, ..., None]], -1),
+                           sh, sw)
+            c, a = rgba[..., :3], rgba[..., 3]
             ix, iy = int(round(x0)), int(round(y0))
             drawn = a > 0.02  # the box covers exactly the pixels drawn
             a, c = a * drawn, c * drawn[..., None]
@@ -399,7 +406,9 @@ class SyntheticScene:
                 continue
             reg = (slice(iy + sy0, iy + sy1), slice(ix + sx0, ix + sx1))
             a_c = a[sy0:sy1, sx0:sx1, None]
-            img[reg] = img[reg] * (1 - a_c) + c[sy0:sy1, sx0:sx1]
+            blend = img[reg] * (1 - a_c) + c[sy0:sy1, sx0:sx1] * 255.0
+            img[reg] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+            regions.append(reg)
             owner[reg][solid[sy0:sy1, sx0:sx1]] = n
         counts = np.bincount(owner[owner >= 0], minlength=len(items))
         vis = np.array([counts[n] / totals[n] for n in range(len(items))])
@@ -408,9 +417,9 @@ class SyntheticScene:
             tlwh=np.array(boxes, np.float64).reshape(-1, 4),
             visibility=np.clip(vis, 0, 1) if len(items) else np.zeros(0),
             world=np.array([it[2] for it in items], np.float64).reshape(-1, 2))
-        u8 = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
-        lut = self._luts[cam_index]
-        out = np.stack([lut[k][u8[..., k]] for k in range(3)], -1)
+        out = self._bg_out[cam_index].copy()  # the camera's response only where people are
+        for reg in regions:
+            out[reg] = _apply_lut(img[reg], self._luts[cam_index])
         return out, truth
 
     def detections(self, cam_index: int, frame: int, truth: FrameTruth) -> np.ndarray:
@@ -479,6 +488,28 @@ class SyntheticScene:
         uv, z = cam.project(pts)
         ok = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] < cam.height)
         return (float(xs[ok].min()), float(xs[ok].max())) if ok.any() else (0.0, 0.0)
+
+
+def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """float (H0, W0, C) -> (h, w, C), bilinear at pixel centres (edges clamped), box-averaged
+    first by the integer factor when shrinking more than 2x (against aliasing)."""
+    h0, w0 = img.shape[:2]
+    f = min(h0 // max(h, 1), w0 // max(w, 1))
+    if f >= 2:
+        img = img[: h0 // f * f, : w0 // f * f].reshape(h0 // f, f, w0 // f, f, -1).mean((1, 3))
+        h0, w0 = img.shape[:2]
+    ys = np.clip((np.arange(h) + 0.5) * h0 / h - 0.5, 0, h0 - 1)
+    xs = np.clip((np.arange(w) + 0.5) * w0 / w - 0.5, 0, w0 - 1)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    y1, x1 = np.minimum(y0 + 1, h0 - 1), np.minimum(x0 + 1, w0 - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    rows = img[y0] * (1 - wy) + img[y1] * wy
+    return (rows[:, x0] * (1 - wx) + rows[:, x1] * wx).astype(np.float32)
+
+
+def _apply_lut(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) through a (3, 256) per-channel look-up table."""
+    return np.stack([lut[k][img[..., k]] for k in range(3)], -1)
 
 
 def _fmt(x: float) -> str:

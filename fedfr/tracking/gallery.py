@@ -274,7 +274,8 @@ class CrossCameraGallery:
                 events.append(ev)
                 used.append(j)
             if self.config.consume:
-                self.entries = [e for j, e in enumerate(self.entries) if j not in set(used)]
+                gone = set(used)
+                self.entries = [e for j, e in enumerate(self.entries) if j not in gone]
             self.events.extend(events)
             return events
 

@@ -10,7 +10,7 @@ import pytest
 
 from fedfr.errors import ConfigError
 from fedfr.tracking.gallery import Topology
-from fedfr.tracking.scene import SceneSpec, SyntheticScene, write_scene
+from fedfr.tracking.scene import DetectionNoise, SceneSpec, SyntheticScene, write_scene
 
 TINY = dict(num_cameras=3, num_people=5, frames=12, width=200, height=150)
 
@@ -77,7 +77,7 @@ def test_occlusion_lowers_visibility_and_detection_scores():
     scene = SyntheticScene(SceneSpec(seed=0, num_people=14, frames=100, width=320, height=240))
     vis, scores = [], []
     for ci in range(3):
-        for f in range(1, 101, 3):
+        for f in range(1, 101, 5):
             _, truth = scene.render(ci, f)
             vis.append(truth.visibility)
             dets = scene.detections(ci, f, truth)
@@ -86,6 +86,22 @@ def test_occlusion_lowers_visibility_and_detection_scores():
     assert (vis < 0.7).sum() > 5 and (vis > 0.99).sum() > 50  # some occlusion, mostly clear
     scores = np.concatenate(scores)
     assert (scores < 0.5).any() and (scores > 0.8).any()  # BYTE's low and high boxes
+
+
+def test_detection_scores_fall_with_occlusion():
+    noise = DetectionNoise(jitter=0, miss_base=0, miss_occluded=0, false_alarms=0, min_visible=0)
+    scene = SyntheticScene(SceneSpec(seed=0, num_people=14, frames=100, width=320, height=240,
+                                     detection=noise))
+    v, s = [], []
+    for f in range(1, 101, 6):
+        _, truth = scene.render(0, f)
+        dets = scene.detections(0, f, truth)
+        if len(dets) == len(truth.pids):  # no box lost to clipping: rows align with the truth
+            v.append(truth.visibility)
+            s.append(dets[:, 4])
+    v, s = np.concatenate(v), np.concatenate(s)
+    assert len(v) > 40 and v.min() < 0.7
+    assert np.corrcoef(v, s)[0, 1] > 0.8
 
 
 def test_disjoint_topology_links_neighbours_only():

@@ -1,0 +1,272 @@
+"""Appearance embedders for tracking: ``embed(crops uint8 (N, H, W, 3) RGB) -> (N, D) float32``,
+rows L2-normalised.
+
+* :class:`ColourHistogramEmbedder`: per horizontal stripe of the crop a kernel-weighted HSV (or
+  RGB) histogram, square-rooted (Hellinger) and concatenated; no model, for tests and as a
+  motion-plus-colour baseline.
+* :class:`ReidModelEmbedder`: a fedfr re-ID network (``fedfr.reid.models.build_reid_model``)
+  loaded by path (:func:`load_reid_model`), crops resized to its input (256 x 128 by default),
+  ImageNet-normalised, the BNNeck feature (``feature="after"``) or the pooled one.
+
+Clips (the thesis's 4-frame track clips, §8.4): ``embed_clips(clips uint8 (N, T, H, W, 3)) ->
+(N, D)``. An image model embeds each frame and averages the T features (then L2-normalises);
+a video re-ID model (the video re-ID branch) overrides ``embed_clips`` with its clip forward
+pass: subclass :class:`ClipEmbedder` or pass any object with ``embed_clips`` to
+:class:`fedfr.tracking.track_features.TrackFeatureBank`. Crops of all cameras go through one
+call (batched across cameras by the caller).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from fedfr.errors import ConfigError, DataFormatError
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """The interface every embedder offers."""
+
+    dim: int
+
+    def embed(self, crops: np.ndarray) -> np.ndarray: ...
+
+    def embed_clips(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def _check_crops(crops: np.ndarray, ndim: int = 4) -> np.ndarray:
+    crops = np.asarray(crops)
+    if crops.dtype != np.uint8 or crops.ndim != ndim or crops.shape[-1] != 3:
+        want = "(N, H, W, 3)" if ndim == 4 else "(N, T, H, W, 3)"
+        raise ValueError(f"embedder input: expected uint8 {want}, got {crops.dtype} "
+                         f"{crops.shape}")
+    return crops
+
+
+class ClipEmbedder:
+    """Base class: ``embed_clips`` = mean of the per-frame ``embed`` features, re-normalised.
+    A video model overrides ``embed_clips`` (and may implement ``embed`` as a 1-frame clip)."""
+
+    dim: int = 0
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def embed_clips(self, clips: np.ndarray) -> np.ndarray:
+        clips = _check_crops(clips, 5)
+        n, t = clips.shape[:2]
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        f = self.embed(clips.reshape(n * t, *clips.shape[2:]))
+        return l2_normalise(f.reshape(n, t, -1).mean(axis=1))
+
+
+class ColourHistogramEmbedder(ClipEmbedder):
+    """Colour histograms of ``stripes`` horizontal stripes, pixels weighted by a kernel across
+    the width (``1 - (u / kernel)^2``, u the offset from the centre line in box widths; the
+    background at the box sides counts little), each stripe's histogram square-rooted
+    (Hellinger) and the concatenation L2-normalised.
+
+    ``space="hsv"`` (default): 8 hue bins x 2 saturation levels for coloured pixels (saturation
+    >= 1/3) and 3 grey levels for the rest, K = 19 cells; robust to the brightness changes
+    between cameras. ``space="rgb"``: a joint RGB histogram of ``bins`` levels per channel,
+    K = bins**3. D = stripes * K."""
+
+    def __init__(self, stripes: int = 3, space: str = "hsv", bins: int = 4,
+                 kernel: float = 0.3):
+        if stripes < 1 or space not in ("hsv", "rgb") or bins < 2 or not 0 < kernel <= 1:
+            raise ConfigError(f"ColourHistogramEmbedder(stripes={stripes}, space={space!r}, "
+                              f"bins={bins}, kernel={kernel}): expected stripes >= 1, space "
+                              "hsv | rgb, bins >= 2, kernel in (0, 1]")
+        self.stripes, self.space, self.bins, self.kernel = stripes, space, bins, kernel
+        self.cells = 19 if space == "hsv" else bins ** 3
+        self.dim = stripes * self.cells
+
+    def _cells(self, crops: np.ndarray) -> np.ndarray:
+        if self.space == "rgb":
+            q = (crops.astype(np.int64) * self.bins) >> 8
+            return (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
+        x = crops.astype(np.float32) / 255.0
+        mx, mn = x.max(axis=-1), x.min(axis=-1)
+        d = mx - mn + 1e-6
+        r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        hue = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2,
+                                                            (r - g) / d + 4)) / 6
+        sat = d / (mx + 1e-6)
+        hq = np.minimum((hue * 8).astype(np.int64), 7)
+        sq = np.minimum((sat * 3).astype(np.int64), 2)
+        vq = np.minimum((mx * 3).astype(np.int64), 2)
+        return np.where(sq > 0, hq * 2 + (sq - 1), 16 + vq)
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        crops = _check_crops(crops)
+        n, h, w = crops.shape[:3]
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        cell = self._cells(crops)  # (N, H, W)
+        u = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
+        weight = np.maximum(0.0, 1.0 - (u / self.kernel) ** 2)
+        edges = np.linspace(0, h, self.stripes + 1).round().astype(int)
+        k = self.cells
+        out = np.zeros((n, self.stripes, k), np.float64)
+        for s in range(self.stripes):
+            part = cell[:, edges[s]:max(edges[s + 1], edges[s] + 1)]
+            idx = part + np.arange(n)[:, None, None] * k
+            wts = np.broadcast_to(weight, part.shape)
+            out[:, s] = np.bincount(idx.ravel(), wts.ravel(), minlength=n * k).reshape(n, k)
+        out /= np.maximum(out.sum(axis=2, keepdims=True), 1e-12)
+        return l2_normalise(np.sqrt(out).reshape(n, -1))
+
+
+REID_MODEL_FORMAT = "fedfr-reid-model-1"
+
+
+def save_reid_model(path: str | Path, model: Any, name: str,
+                    build_kwargs: dict[str, Any] | None = None,
+                    meta: dict[str, Any] | None = None) -> None:
+    """Write a ReidNet so that :func:`load_reid_model` rebuilds it: ``name`` and
+    ``build_kwargs`` of ``build_reid_model`` plus the state dict."""
+    from fedfr.checkpoint import atomic_save
+
+    atomic_save({"format": REID_MODEL_FORMAT, "name": name, "build_kwargs": build_kwargs or {},
+                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "meta": meta or {}}, Path(path))
+
+
+def load_reid_model(path: str | Path, name: str | None = None, **build_kwargs: Any):
+    """A re-ID network in eval mode from ``path``:
+
+    * a file of :func:`save_reid_model` (name and build arguments inside);
+    * a pruned model of ``fedfr prune`` (``fedfr.pruning.io`` format, rebuilt at its pruned
+      widths);
+    * a plain state dict (or ``{"state_dict": ...}`` / ``{"model": ...}``) of
+      ``build_reid_model(name, **build_kwargs)``: ``name`` is then required.
+
+    A file that fits none raises DataFormatError naming it and what was expected."""
+    import torch
+
+    from fedfr.checkpoint import safe_load
+    from fedfr.reid.models import build_reid_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such re-ID model file")
+    rec = safe_load(path)
+    if isinstance(rec, dict) and rec.get("format") == REID_MODEL_FORMAT:
+        name, build_kwargs, state = rec["name"], dict(rec.get("build_kwargs", {})), \
+            rec["state_dict"]
+    elif isinstance(rec, dict) and "spec" in rec and "channels" in rec:
+        from fedfr.pruning.io import load_pruned
+
+        return load_pruned(path)[0].eval()
+    else:
+        state = rec.get("state_dict", rec.get("model", rec)) if isinstance(rec, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                                  for v in state.values()):
+            raise DataFormatError(f"{path}: not a re-ID model (expected a {REID_MODEL_FORMAT} "
+                                  "file, a pruned model or a state dict)")
+        if name is None:
+            raise DataFormatError(f"{path}: a bare state dict; give the architecture name "
+                                  "(e.g. --reid-arch resnet50)")
+    model = build_reid_model(name, **build_kwargs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise DataFormatError(f"{path}: state dict does not fit {name!r} ({first})") from exc
+    return model.eval()
+
+
+class ReidModelEmbedder(ClipEmbedder):
+    """A fedfr re-ID network as an embedder. ``model``: a ReidNet (``embed(x, feature=...)``)
+    or any module mapping ImageNet-normalised (B, 3, H, W) to (B, D) or to (f, f_bn);
+    ``size`` (H, W) the input; ``batch_size`` crops per forward pass."""
+
+    def __init__(self, model: Any, size: tuple[int, int] = (256, 128), feature: str = "after",
+                 device: str = "cpu", batch_size: int = 64, half: bool = False):
+        import torch
+
+        self.torch = torch
+        self.model = model.eval().to(device)
+        self.size, self.feature, self.device = tuple(size), feature, device
+        self.batch_size, self.half = batch_size, half
+        if half:
+            self.model = self.model.half()
+        with torch.no_grad():
+            self.dim = int(self._forward(np.zeros((1, *self.size, 3), np.uint8)).shape[1])
+
+    @classmethod
+    def from_path(cls, path: str | Path, name: str | None = None, **kwargs: Any
+                  ) -> ReidModelEmbedder:
+        return cls(load_reid_model(path, name), **kwargs)
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        from fedfr.reid.data.transforms import normalize
+
+        x = self.torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
+        x = normalize(x).to(self.device)
+        if self.half:
+            x = x.half()
+        if hasattr(self.model, "embed"):
+            out = self.model.embed(x, feature=self.feature)
+        else:
+            out = self.model(x)
+            if isinstance(out, tuple):
+                out = out[1] if self.feature == "after" else out[0]
+        return out.float().cpu().numpy()
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        crops = _check_crops(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if crops.shape[1:3] != self.size:
+            crops = resize_crops(crops, self.size)
+        outs = []
+        with self.torch.no_grad():
+            for i in range(0, len(crops), self.batch_size):
+                outs.append(self._forward(crops[i:i + self.batch_size]))
+        return l2_normalise(np.concatenate(outs))
+
+
+def resize_crops(crops: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, h, w, 3) -> (N, H, W, 3) bilinear, ``size`` = (H, W)."""
+    h, w = size
+    return np.stack([np.asarray(Image.fromarray(c).resize((w, h), Image.BILINEAR))
+                     for c in crops]) if len(crops) else np.zeros((0, h, w, 3), np.uint8)
+
+
+def crop_boxes(image: np.ndarray, tlwh: np.ndarray, size: tuple[int, int] = (256, 128)
+               ) -> np.ndarray:
+    """Crops of ``image`` (H, W, 3) uint8 at boxes ``tlwh`` (N, 4) (0-based pixels, clipped to
+    the image, at least 1 pixel), each resized to ``size`` (H, W): uint8 (N, H, W, 3)."""
+    img_h, img_w = image.shape[:2]
+    out = np.zeros((len(tlwh), size[0], size[1], 3), np.uint8)
+    for i, (x, y, w, h) in enumerate(np.asarray(tlwh, np.float64).reshape(-1, 4)):
+        x0 = int(np.clip(np.floor(x), 0, img_w - 1))
+        y0 = int(np.clip(np.floor(y), 0, img_h - 1))
+        x1 = int(np.clip(np.ceil(x + w), x0 + 1, img_w))
+        y1 = int(np.clip(np.ceil(y + h), y0 + 1, img_h))
+        out[i] = np.asarray(Image.fromarray(image[y0:y1, x0:x1]).resize(
+            (size[1], size[0]), Image.BILINEAR))
+    return out
+
+
+def build_embedder(spec: str, **kwargs: Any) -> ClipEmbedder:
+    """``"colour-hist"`` or a path to a re-ID model file (``kwargs`` go to the embedder; a
+    bare state dict needs ``name=``)."""
+    if spec in ("colour-hist", "color-hist", "colour", "hist"):
+        return ColourHistogramEmbedder(**kwargs)
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".ckpt") or path.exists():
+        name = kwargs.pop("name", None)
+        return ReidModelEmbedder.from_path(path, name, **kwargs)
+    raise ConfigError(f"embedder {spec!r}: expected 'colour-hist' or a re-ID model file path")

@@ -107,7 +107,7 @@ class PrecomputedDetector(Detector):
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoiseModel:
     """The stand-in detector's noise: box jitter (std as a fraction of box size), misses with
     probability ``miss_base + miss_occluded * (1 - visibility)**2``, ``false_alarms`` per frame

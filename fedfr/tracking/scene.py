@@ -46,6 +46,7 @@ from PIL import Image
 
 from fedfr.errors import ConfigError
 from fedfr.reid.data.synthetic import DomainSpec, _person, _render
+from fedfr.tracking.detection import NoiseModel
 
 SETUPS = ("overlapping", "disjoint")
 SPRITE_H, SPRITE_W = 96, 48  # sprite pixels (person height = _SPRITE_SCALE * SPRITE_H)
@@ -57,24 +58,15 @@ _SPACING = 16.0  # metres of corridor per camera in the disjoint set-up
 
 
 @dataclass(frozen=True)
-class DetectionNoise:
-    """The ``det.txt`` noise model. Per ground-truth box: a miss with probability
-    ``miss_base + miss_occluded * (1 - visibility)**2``; box jitter with std ``jitter`` x box
-    size; score ``score_base + score_visible * visibility + N(0, score_std)`` clipped to
-    [0.01, 1] (occluded people get the low scores that BYTE's second stage recovers). Per frame
-    a Poisson(``false_alarms``) number of false boxes of person size on the ground, scores
-    uniform in ``false_alarm_scores``. Boxes are clipped to the image; boxes with fewer than
-    ``min_visible`` of their person's pixels in view are not detected. Field names follow
-    ``fedfr.tracking.detection.NoiseModel`` (the runtime stand-in) so the two can merge."""
+class DetectionNoise(NoiseModel):
+    """The ``det.txt`` noise model: the runtime stand-in's (``detection.NoiseModel``: misses,
+    jitter, scores falling with occlusion, so that occluded people get the low scores BYTE's
+    second stage recovers) plus what a written scene adds. Per frame a Poisson(``false_alarms``)
+    number of false boxes of person size on the ground, scores uniform in
+    ``false_alarm_scores``; boxes are clipped to the image, and boxes with fewer than
+    ``min_visible`` of their person's pixels in view are not detected."""
 
-    jitter: float = 0.03
-    miss_base: float = 0.02
-    miss_occluded: float = 0.6
-    false_alarms: float = 0.2
     false_alarm_scores: tuple[float, float] = (0.1, 0.6)
-    score_base: float = 0.1
-    score_visible: float = 0.85
-    score_std: float = 0.05
     min_visible: float = 0.05
 
 

@@ -44,8 +44,8 @@ def test_streamed_graph_matches_dense(chunk):
     assert g.eps == pytest.approx(eps_dense(dense, rho), rel=1e-9)
     # the graph holds exactly the upper-triangle pairs within eps
     iu = np.triu_indices(len(x), 1)
-    want = {(int(i), int(j)) for i, j, d in zip(*iu, dense[iu]) if d <= g.eps}
-    assert set(zip(g.rows.tolist(), g.cols.tolist())) == want
+    want = {(int(i), int(j)) for i, j, d in zip(*iu, dense[iu], strict=True) if d <= g.eps}
+    assert set(zip(g.rows.tolist(), g.cols.tolist(), strict=True)) == want
     np.testing.assert_allclose(g.dist, dense[g.rows, g.cols], atol=1e-9)
     # memory bound: never more than the rho share of pairs (plus one chunk's worth) held
     assert g.pairs_kept_max <= round(rho * len(x) * (len(x) - 1) / 2) + chunk * len(x)

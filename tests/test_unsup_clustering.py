@@ -72,5 +72,7 @@ def test_fixed_eps_and_relabel():
     x, _ = _blobs()
     g = jaccard_graph(x, eps=0.5, k1=6, k2=3)
     assert g.eps == 0.5 and (g.dist <= 0.5).all()
+    with pytest.raises(ConfigError, match="eps=1.0"):
+        jaccard_graph(x, eps=1.0)
     np.testing.assert_array_equal(relabel(np.array([5, -1, 5, 2, -3, 2, 7])),
                                   [0, -1, 0, 1, -1, 1, 2])

@@ -86,6 +86,9 @@ def jaccard_graph(features: Any, *, eps: float | None = None, rho: float = RHO, 
     eps: given, or (None) SSG's heuristic with ``rho`` computed in the same streaming pass.
     """
     _check(k1, k2, 0.0)
+    if eps is not None and not 0.0 < eps < 1.0:
+        raise ConfigError(f"eps={eps}: expected a Jaccard distance in (0, 1) (pairs sharing no "
+                          f"k-reciprocal neighbour are at 1 and are not stored)")
     x = _items(features, "features", False, metric)
     n = x.shape[0]
     if n < 2:
@@ -100,7 +103,8 @@ def jaccard_graph(features: Any, *, eps: float | None = None, rho: float = RHO, 
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         blk = kr.jaccard(s, e, 0, n).clamp_(min=0.0)  # float rounding can dip below 0
-        upper = torch.arange(n, device=blk.device)[None, :] > torch.arange(s, e)[:, None]
+        upper = (torch.arange(n, device=blk.device)[None, :]
+                 > torch.arange(s, e, device=blk.device)[:, None])
         r, c = ((blk <= bound) & (blk < 1.0) & upper).nonzero(as_tuple=True)
         keep_r.append(r + s)
         keep_c.append(c)
@@ -114,9 +118,9 @@ def jaccard_graph(features: Any, *, eps: float | None = None, rho: float = RHO, 
             bound = float(dd.max())
             keep_r, keep_c, keep_d, held = [rr], [cc], [dd], m
         peak = max(peak, held)
-    rows = torch.cat(keep_r).numpy()
-    cols = torch.cat(keep_c).numpy()
-    dist = torch.cat(keep_d).double().numpy()
+    rows = torch.cat(keep_r).cpu().numpy()
+    cols = torch.cat(keep_c).cpu().numpy()
+    dist = torch.cat(keep_d).double().cpu().numpy()
     if eps is None:
         eps = eps_from_smallest(dist, n, rho)
     sel = dist <= eps

@@ -147,7 +147,8 @@ def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: st
                      direct["mAP"])
             base = HSRConfig(transform=tc, iterations=p["iterations"], epochs=p["epochs"],
                              p=p["p"], k=p["k"], k1=p["k1"], k2=p["k2"], rho=p["rho"],
-                             seed=seed, eval_every=args.eval_every)
+                             seed=seed, eval_every=args.eval_every,
+                             pbh_std=p.get("pbh_std", 3.0))
             for name in args.rows:
                 if name == "direct":
                     continue
@@ -359,7 +360,9 @@ def scale_markdown(report: dict[str, Any]) -> str:
     lines.append(f"| streamed graph + sparse DBSCAN | {c['n']} | {sn['wall_s_median']:.2f} | "
                  f"{sn['cpu_s_median']:.2f} | {sn['peak_rss_mb']:.0f} | "
                  f"{sn['peak_above_start_mb']:.0f} | wall / dense "
-                 f"{sn['wall_ratio_to_dense']:.3f}; same labels: {c['same_labels']}; eps "
+                 f"{sn['wall_ratio_to_dense']:.3f}, CPU / dense "
+                 f"{sn['cpu_s_median'] / max(d['cpu_s_median'], 1e-9):.3f}; "
+                 f"same labels: {c['same_labels']}; eps "
                  f"{c['eps_streamed']:.4f} vs {c['eps_dense']:.4f}; max diff "
                  f"{c['max_abs_diff_kept_pairs']:.1e} |")
     for name in r["sizes"]:
@@ -387,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--source-epochs", type=int, default=None)
     ap.add_argument("--rho", type=float, default=None)
+    ap.add_argument("--pbh-std", type=float, default=None, help="PBH's n_std (thesis 3)")
     ap.add_argument("--eval-every", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("outputs/hsr"))
@@ -412,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         preset = "paper" if args.paper else "quick" if args.quick else "small"
         p = dict(PRESETS[preset])
-        for key in ("iterations", "epochs", "source_epochs", "rho"):
+        for key in ("iterations", "epochs", "source_epochs", "rho", "pbh_std"):
             if getattr(args, key) is not None:
                 p[key] = getattr(args, key)
         result = run_table(p, args, args.out, preset)

@@ -306,7 +306,9 @@ def _train_iteration(model: ReidNet, base: Any, records: list[ReidImage], labels
             loss = loss + weighted_soft_triplet(fi.float(), pos.to(f.device), neg.to(f.device))
         return loss
 
-    clf = IdentityClassifier(model.feature_dim, n_cls)
+    with torch.random.fork_rng(devices=[]):  # seeded per iteration: rows stay comparable
+        torch.manual_seed(cfg.seed * 100003 + it)
+        clf = IdentityClassifier(model.feature_dim, n_cls)
     stats = train_epochs(model, clf, [records[i] for i in kept], labels[kept].tolist(), tr,
                          epochs=cfg.epochs, device=device, extra_loss=extra,
                          generator=torch.Generator().manual_seed(

@@ -450,6 +450,13 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise DataFormatError(f"{path}: cannot read the frame ({exc})") from exc
 
 
+def _plain(o: Any) -> Any:
+    """numpy scalars -> Python numbers for JSON."""
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def run_dl(in_root: str | Path, out_root: str | Path, detector: Detector | str = "gt",
            reid: ReidFeatures | None = None, cfg: DLConfig | None = None,
            jpeg_quality: int = 95) -> dict[str, Any]:
@@ -547,7 +554,7 @@ def run_dl(in_root: str | Path, out_root: str | Path, detector: Detector | str =
     log = {"input": str(base), "output": str(out), "config": dataclasses.asdict(cfg),
            "detector": type(detector).__name__, "reid": reid is not None, "summary": counts,
            "actions": log_rows}
-    (info / "dl_log.json").write_text(json.dumps(log, indent=1))
+    (info / "dl_log.json").write_text(json.dumps(log, indent=1, default=_plain))
     log["results"] = results
     log["split"] = split
     return log
@@ -681,13 +688,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         detector = ExportedDetector(a.detector, input_size=a.detector_input)
     log = run_dl(a.root, a.out, detector, reid, cfg)
-    print(json.dumps(log["summary"]))
+    print(json.dumps(log["summary"], default=_plain))
     if a.measure:
         m = measure(log, cfg)
-        (Path(log["output"]) / "info" / "dl_measure.json").write_text(json.dumps(m, indent=1))
-        print(json.dumps(m, indent=1))
+        text = json.dumps(m, indent=1, default=_plain)
+        (Path(log["output"]) / "info" / "dl_measure.json").write_text(text)
+        print(json.dumps(m, indent=1, default=_plain))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from fedfr.errors import run_entry_point
+
+    raise SystemExit(run_entry_point(main, "python -m fedfr.reid.video.dl"))

@@ -91,4 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from fedfr.errors import run_entry_point
+
+    raise SystemExit(run_entry_point(main, "python -m fedfr.reid.video.ide"))

@@ -32,6 +32,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +228,7 @@ class TrackletTruthDetector(Detector):
             ox, oy = (pw - w0) / 2, (ph - h0) / 2
             x1, y1, x2, y2 = truth_box(b, w0, h0)
             if self.jitter:
-                rng = np.random.default_rng([self.seed, f.index, len(f.camera)])
+                rng = np.random.default_rng([self.seed, zlib.crc32(f.camera.encode())])
                 bw, bh = x2 - x1, y2 - y1
                 x1, x2 = np.array([x1, x2]) + rng.normal(0, self.jitter, 2) * bw
                 y1, y2 = np.array([y1, y2]) + rng.normal(0, self.jitter, 2) * bh
@@ -237,10 +238,11 @@ class TrackletTruthDetector(Detector):
 
 
 def build_detector(spec: str, tracklets: Sequence[Tracklet], frame_size: tuple[int, int],
-                   input_size: tuple[int, int] | None = None) -> Detector:
-    """``"gt"`` (``TrackletTruthDetector``) or a TorchScript / ONNX file (``ExportedDetector``)."""
+                   input_size: tuple[int, int] | None = None, jitter: float = 0.0) -> Detector:
+    """``"gt"`` (``TrackletTruthDetector`` with ``jitter``) or a TorchScript / ONNX file
+    (``ExportedDetector``)."""
     if spec == "gt":
-        return TrackletTruthDetector(tracklets, frame_size)
+        return TrackletTruthDetector(tracklets, frame_size, jitter=jitter)
     from fedfr.tracking.detection import ExportedDetector
 
     return ExportedDetector(spec, input_size=input_size)
@@ -459,7 +461,7 @@ def _plain(o: Any) -> Any:
 
 def run_dl(in_root: str | Path, out_root: str | Path, detector: Detector | str = "gt",
            reid: ReidFeatures | None = None, cfg: DLConfig | None = None,
-           jpeg_quality: int = 95) -> dict[str, Any]:
+           jpeg_quality: int = 95, gt_jitter: float = 0.0) -> dict[str, Any]:
     """DL over a MARS-layout folder; writes the repaired copy (MARS layout, plus
     ``info/dl_log.json``, ``info/dl_log.csv``, ``info/dl_masks.csv`` and, for synthetic input,
     ``info/frame_truth.csv`` with the boxes mapped through the re-crop). Returns the log
@@ -481,7 +483,8 @@ def run_dl(in_root: str | Path, out_root: str | Path, detector: Detector | str =
     if isinstance(detector, str):
         first = next(t for ts in parts.values() for t in ts)
         h0, w0 = _read_rgb(first.paths[0]).shape[:2]
-        detector = build_detector(detector, [t for ts in parts.values() for t in ts], (w0, h0))
+        detector = build_detector(detector, [t for ts in parts.values() for t in ts], (w0, h0),
+                                  jitter=gt_jitter)
     names: dict[str, list[str]] = {"train": [], "test": []}
     rows: dict[str, list[tuple[int, int, int, int]]] = {"train": [], "test": []}
     log_rows: list[dict[str, Any]] = []
@@ -658,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="'gt' (synthetic ground truth) or a TorchScript / ONNX detector file")
     ap.add_argument("--detector-input", type=int, nargs=2, metavar=("W", "H"), default=None,
                     help="input size the exported detector expects (default: the padded crop)")
+    ap.add_argument("--gt-jitter", type=float, default=0.0,
+                    help="std of the ground-truth stand-in's box noise (fraction of box size)")
     ap.add_argument("--reid", type=Path, default=None,
                     help="fedfr-reid-net checkpoint (python -m fedfr.reid.video.ide); without it "
                          "candidates are chosen by IoU and the Link repairs are off")
@@ -687,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fedfr.tracking.detection import ExportedDetector
 
         detector = ExportedDetector(a.detector, input_size=a.detector_input)
-    log = run_dl(a.root, a.out, detector, reid, cfg)
+    log = run_dl(a.root, a.out, detector, reid, cfg, gt_jitter=a.gt_jitter)
     print(json.dumps(log["summary"], default=_plain))
     if a.measure:
         m = measure(log, cfg)

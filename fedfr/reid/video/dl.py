@@ -44,6 +44,7 @@ from fedfr.errors import ConfigError, DataFormatError
 from fedfr.reid.data.records import FrameTruth, Tracklet
 from fedfr.tracking.detection import Detections, Detector
 from fedfr.tracking.sources import Frame
+from fedfr.tracking.sources import _read_image as read_image
 
 PERSON = 1
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
@@ -442,16 +443,6 @@ def relink_tracklet(images: Sequence[np.ndarray], names: Sequence[str], detector
 # ----------------------------------------------------------------------------- folder
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as exc:
-        raise DataFormatError(f"{path}: cannot read the frame ({exc})") from exc
-
-
 def _plain(o: Any) -> Any:
     """numpy scalars -> Python numbers for JSON."""
     if isinstance(o, np.generic):
@@ -482,7 +473,7 @@ def run_dl(in_root: str | Path, out_root: str | Path, detector: Detector | str =
     parts = {"train": split.train, "test": split.test}
     if isinstance(detector, str):
         first = next(t for ts in parts.values() for t in ts)
-        h0, w0 = _read_rgb(first.paths[0]).shape[:2]
+        h0, w0 = read_image(first.paths[0]).shape[:2]
         detector = build_detector(detector, [t for ts in parts.values() for t in ts], (w0, h0),
                                   jitter=gt_jitter)
     names: dict[str, list[str]] = {"train": [], "test": []}
@@ -495,7 +486,7 @@ def run_dl(in_root: str | Path, out_root: str | Path, detector: Detector | str =
                   shifted=0, intruders_removed=0, pieces_dropped=0, linked_back=0)
     for part, tracks in parts.items():
         for r, t in enumerate(tracks):
-            imgs = [_read_rgb(p) for p in t.paths]
+            imgs = [read_image(p) for p in t.paths]
             res = relink_tracklet(imgs, [p.name for p in t.paths], detector, reid, cfg)
             results[(part, r)] = res
             start = len(names[part]) + 1

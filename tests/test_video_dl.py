@@ -240,3 +240,29 @@ def test_ide_checkpoint_round_trip_and_before_after_evaluation(tiny_set, tmp_pat
     torch.save({"weights": 1}, tmp_path / "bad.pt")
     with pytest.raises(DataFormatError, match="not a fedfr-reid-net checkpoint"):
         load_reid_net(tmp_path / "bad.pt")
+
+
+def test_torchscript_detector_by_path(tiny_set, tmp_path) -> None:
+    import torch
+
+    class CentreBox(torch.nn.Module):
+        """Detects one 'person' box: the middle half of the input's width, full height of the
+        unpadded crop (pad 0.2 per side -> 1/1.4 of the padded height)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, _, h, w = x.shape
+            hh = h / 1.4
+            row = torch.tensor([w * 0.3, (h - hh) / 2, w * 0.7, (h + hh) / 2, 0.9, 1.0])
+            return row.repeat(b, 1, 1)
+
+    path = tmp_path / "det.pt"
+    torch.jit.script(CentreBox()).save(str(path))
+    assert main(["--in", str(tiny_set), "--out", str(tmp_path / "o"), "--detector",
+                 str(path)]) == 0
+    log = json.loads((tmp_path / "o" / "mars" / "info" / "dl_log.json").read_text())
+    assert log["detector"] == "ExportedDetector"
+    boxes = {tuple(a["box"]) for a in log["actions"] if a["action"] == "recrop"}
+    # padded crop 44 x 90 (pads round(0.2 * 32) = 6, round(0.2 * 64) = 13): box back in crop
+    # pixels = (13.2 - 6, 12.86 - 13, 30.8 - 6, 77.14 - 13)
+    assert len(boxes) == 1
+    assert next(iter(boxes)) == pytest.approx((7.2, -0.14, 24.8, 64.14), abs=0.02)

@@ -285,8 +285,8 @@ class TorchvisionDetector(Detector):
     """A torchvision detection model built with ``weights=None, weights_backbone=None`` (nothing
     is downloaded), ``num_classes`` including background (2: background + person), and its score
     threshold lowered to ``score_floor`` (0.1) so BYTE's low boxes survive. ``checkpoint``: a
-    state_dict file of the same architecture; without one the model is untrained (the command
-    that trains it on synthetic frames is not written yet)."""
+    state_dict file of the same architecture (``python -m fedfr.tracking.train_detector`` writes
+    one); without one the model is untrained."""
 
     def __init__(self, arch: str = "fasterrcnn_mobilenet_v3_large_320_fpn", num_classes: int = 2,
                  checkpoint: str | Path | None = None, score_floor: float = 0.1,

@@ -1,0 +1,1 @@
+"""Video person re-ID tools over tracklet folders (re-Detect and Link, ...)."""

@@ -213,14 +213,16 @@ def test_table_7_5_layout() -> None:
     assert "trapezoid" in text
 
 
-def test_reid_benchmark_rows_and_table(tiny_reid_root: Path, tmp_path: Path) -> None:
-    from benchmarks.reid_benchmark import bytes_per_round, markdown, run
+def test_reid_benchmark_rows_tables_and_cmc_plots(tiny_reid_root: Path, tmp_path: Path) -> None:
+    from benchmarks.reid_benchmark import CMC_RANKS, bytes_per_round, long_frame, run
 
     conf = reid_config(tiny_reid_root, tmp_path, **{"num-server-rounds": 1})
     conf.pop("output-dir")
     methods = ["pre-trained", "local supervised", "FedAvg", "central (union)"]
-    frame = run(conf, [0], tmp_path / "bench", methods)
-    assert list(frame["method"]) == methods
+    out = tmp_path / "bench"
+    per_seed = run(conf, [0, 1], out, methods)
+    frame = long_frame(per_seed)
+    assert list(frame["method"]) == methods * 2 and list(frame["seed"]) == [0] * 4 + [1] * 4
     for col in ("tiny-a.mAP", "tiny-b.rank1"):
         assert frame[col].between(0, 1).all(), col
     local = frame["method"] == "local supervised"  # a client's own model: no unseen column
@@ -229,10 +231,52 @@ def test_reid_benchmark_rows_and_table(tiny_reid_root: Path, tmp_path: Path) -> 
     fedavg = frame[frame["method"] == "FedAvg"]["bytes_per_round"].iloc[0]
     fedfr = bytes_per_round(resolve({**conf, "strategy": "fedfr"}))
     assert fedfr == fedavg + 2 * 2 * 12 * 192 * 4  # + Phi_g (K_g = 12 ids x d), both ways
-    other = frame.assign(seed=1, **{"tiny-a.mAP": frame["tiny-a.mAP"] * 0.5})  # a second seed
-    text = markdown(pd.concat([frame, other]), ["tiny-a", "tiny-b"], ["tiny-unseen"],
-                    "noninterp")
-    assert "| FedAvg |" in text and "+-" in text and "seeds [0, 1]" in text
+    for folder in (out, out / "seed-0", out / "seed-1"):
+        for name in ("reid_benchmark.csv", "reid_benchmark.md", "reid_benchmark_cmc.png"):
+            assert (folder / name).stat().st_size > 0, folder / name
+    # every row's curves: a CMC up to rank 20 whose rank-1 is the table's (the federation's
+    # models evaluated again from its run folder agree with its report)
+    for rows in per_seed:
+        for (method,), res in rows:
+            for name, curve in res["curves"].items():
+                assert len(curve) == CMC_RANKS, (method, name)
+                assert all(b >= a for a, b in zip(curve, curve[1:], strict=False))
+                assert curve[0] == pytest.approx(res["reid"][f"{name}.rank1"], abs=1e-9)
+    # over seeds: the shared seed table (mean, sd, interval per cell)
+    top = pd.read_csv(out / "reid_benchmark.csv")
+    assert list(top["method"]) == methods
+    fa = frame[frame["method"] == "FedAvg"]["tiny-a.mAP"]
+    row = top[top["method"] == "FedAvg"].iloc[0]
+    assert row["tiny-a mAP"] == pytest.approx(100 * fa.mean())
+    assert row["tiny-a mAP sd"] == pytest.approx(100 * fa.std(), nan_ok=True)
+    assert math.isnan(top[top["method"] == "local supervised"]["unseen mean mAP"].iloc[0])
+    text = (out / "reid_benchmark.md").read_text()
+    assert "| FedAvg |" in text and "95 % interval" in text and "noninterp AP" in text
+    assert "seeds [0]" in (out / "seed-0" / "reid_benchmark.md").read_text()
+
+
+def test_reid_benchmark_paper_preset_without_data(tmp_path: Path, capsys) -> None:
+    """``--paper``: Sec. 7.7's setup resolves (4 real client sets, 4 unseen, ResNet-50 at
+    256 x 128, 100 rounds of 1 epoch); without the data it stops with one line naming what is
+    missing (exit 2) before any training."""
+    from benchmarks.reid_benchmark import PAPER, base_config, main
+
+    cfg = resolve(base_config("", True, tmp_path))
+    assert cfg.reid_clients.split(",") == ["market1501", "dukemtmcreid", "cuhk03", "msmt17"]
+    assert cfg.reid_unseen.split(",") == ["viper", "ilids", "grid", "prid"]
+    assert (cfg.reid_model, cfg.reid_height, cfg.reid_width) == ("resnet50", 256, 128)
+    assert (cfg.num_server_rounds, cfg.local_epochs) == (100, 1) == (PAPER["num-server-rounds"],
+                                                                    PAPER["local-epochs"])
+    assert main(["--paper", "--out", str(tmp_path / "a"), "--methods", "FedAvg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data-root" in err[0], err
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert main(["--paper", "--out", str(tmp_path / "b"), "--methods", "FedAvg",
+                 "--run-config", f"data-root='{empty}'"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0], err
+    assert not list((tmp_path / "b").rglob("*.pt"))  # nothing trained
 
 
 @pytest.mark.slow  # renders three synthetic domains (about 10 s)

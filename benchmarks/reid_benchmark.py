@@ -6,14 +6,20 @@ turn (hard negatives, contrastive, DFC), FedFR (all), and central training on th
 clients' training sets (the same epochs). Columns: each client's mAP / R1 on its own query /
 gallery (federations: the workload's personalised model, Theta_l or [Theta_l, Pi_l]; Theta_g is
 in the CSV as ``global``), each unseen set's mAP / R1 with the global model, their means, and the
-bytes sent per round (server to clients and back). Several seeds give mean and std.
+bytes sent per round (server to clients and back).
 
     python -m benchmarks.reid_benchmark --out outputs/reid-bench --seeds 0,1 \\
         --run-config "reid-synthetic-ids=40 num-server-rounds=4 local-epochs=1"
     python -m benchmarks.reid_benchmark --paper ...   # Sec. 7.7's real setup (needs data-root)
 
-Writes ``reid_benchmark.csv`` (one row per method and seed, every metric) and
-``reid_benchmark.md`` (mean +- std over seeds).
+Writes, like the face experiments (``benchmarks/common.py``): ``reid_benchmark.csv`` (one row per
+method, every metric as a fraction), ``reid_benchmark.md`` (Table 7.5's layout, %) and
+``reid_benchmark_cmc.png`` (one panel per evaluated set, each row's CMC at ranks 1..20). With
+``--seeds`` each seed runs in ``<out>/seed-<s>/`` (those three files each) and the top-level
+``reid_benchmark.csv`` / ``.md`` hold mean, sd and a 95 % Student-t interval over the seeds per
+cell (``write_seed_table``), ``reid_benchmark_runs.csv`` every method x seed, and the CMC figure
+the mean curves (shaded: min..max over the seeds). A bad config or missing dataset stops before
+any training with one line naming it (exit 2).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import parse_seeds, seed_dirs, write_seed_table
-from fedfr.config import Config, parse_run_config, resolve
+from fedfr.config import Config, parse_run_config, resolve, resolve_path
 from fedfr.errors import run_entry_point
 from fedfr.face.training.batches import seeded_generator
 from fedfr.reid import federated as fed
@@ -171,7 +171,7 @@ def federated(conf: dict[str, Any], over: dict[str, Any], out: Path
 
     shutil.rmtree(out, ignore_errors=True)
     report = run_inprocess({**conf, **over, "output-dir": str(out), "resume": False})
-    cfg = resolve({**conf, **over})
+    cfg = resolve({**conf, **over, "output-dir": str(out)})
     workload = get_workload("reid")
     personal = workload.personal_model(cfg)
     final = dict(report["final"]["personalized_by_model"].get(personal, {}))
@@ -181,12 +181,13 @@ def federated(conf: dict[str, Any], over: dict[str, Any], out: Path
     arrays = ArrayRecord(safe_load(out / "final_model.pt"))
     ws = open_reid_workspace(cfg)
     curves: dict[str, list[float]] = {}
-    for pid, name in enumerate(ws.client_names):
-        node = NodeInfo(pid, {}, out / "client-state")
+    state_root = resolve_path(cfg.state_dir) if cfg.state_dir else out / "client-state"
+    for pid, name in enumerate(ws.client_names):  # as clients/app.py's state_root
+        node = NodeInfo(pid, {}, state_root)
         [(_, model, head)] = workload.client_models(cfg, node, arrays, cfg.num_server_rounds,
                                                     report["experiment-id"], [personal])
         curves[name] = _set_result(cfg, model, ws, ws.client(pid), head)[2]
-    model = workload._server_model(cfg, ws, arrays)
+    model = workload.server_model(cfg, ws, arrays)
     curves.update(_eval_model(cfg, model, ws, ws.unseen_names)[1])
     return final, curves
 
@@ -274,9 +275,10 @@ def plot_cmc(path: Path, per_seed: list[list[tuple[list[str], dict[str, Any]]]],
             if not cs:
                 continue  # local supervised has no model for the unseen sets
             c = 100 * np.asarray(cs, dtype=float)
-            line, = ax.plot(ranks, c.mean(0), marker=".", label=labels[0])
+            color = f"C{i % 10}"  # one colour per row in every panel (some rows skip a set)
+            ax.plot(ranks, c.mean(0), marker=".", color=color, label=labels[0])
             if len(cs) > 1:
-                ax.fill_between(ranks, c.min(0), c.max(0), color=line.get_color(), alpha=0.15)
+                ax.fill_between(ranks, c.min(0), c.max(0), color=color, alpha=0.15)
         role = "client" if name in clients else "unseen"
         ax.set(title=f"{name} ({role})", xlabel="rank", ylabel="matching rate (%)",
                xlim=(1, CMC_RANKS), ylim=(0, 100))

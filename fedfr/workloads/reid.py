@@ -149,7 +149,9 @@ class ReidWorkload(Workload):
         shared = fed.shared_state(cfg, model)
         return pack_arrays(shared, phi if cfg.uses_public_data else None), info
 
-    def _server_model(self, cfg: Config, data: ReidWorkspace, arrays: ArrayRecord):
+    def server_model(self, cfg: Config, data: ReidWorkspace, arrays: ArrayRecord):
+        """Theta_g as the server evaluates it (``reid-bn = "local"``: BN statistics re-estimated
+        on the public set, since none travel)."""
         backbone, _ = unpack_arrays(arrays)
         public_images = None
         if cfg.reid_bn == "local":  # no statistics travel: the server's are the public set's
@@ -160,7 +162,7 @@ class ReidWorkload(Workload):
                          arrays: ArrayRecord) -> dict[str, float]:
         """Each unseen set's query / gallery with Theta_g (sets with random splits: the mean over
         their 10 splits, and its std as ``<set>.mAP_std``); the mean over sets as plain keys."""
-        model = self._server_model(cfg, data, arrays)
+        model = self.server_model(cfg, data, arrays)
         out: dict[str, float] = {}
         per: list[dict[str, float]] = []
         for name, splits in data.unseen_splits():

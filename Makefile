@@ -60,7 +60,8 @@ demo-reid: $(STAMP)
 	@echo; cat $(CURDIR)/outputs/reid/results.md
 
 ## reid-benchmark: Sec. 7.7's rows (pre-trained, local, FedAvg, + each FedFR technique, FedFR,
-## central) on the synthetic domains, 2 seeds; REID_BENCH_CONFIG / REID_SEEDS override
+## central) on the synthetic domains, 2 seeds (CSV, markdown with mean/sd/95% interval, CMC
+## plots; per seed in seed-<s>/); REID_BENCH_CONFIG / REID_SEEDS override
 REID_SEEDS ?= 0,1
 REID_BENCH_CONFIG ?= reid-synthetic-ids=40 num-server-rounds=4 pretrain-epochs=8 local-epochs=1
 reid-benchmark: $(STAMP)

@@ -286,8 +286,8 @@ def write_seed_table(out: Path, stem: str,
                      label_columns: list[str],
                      sections: Sequence[str] = ("generic", "personalized"),
                      extra: Sequence[tuple[str, str]] = (), note: str = "",
-                     num_samples: int = 200, reference: str | Sequence[str] | None = None
-                     ) -> pd.DataFrame:
+                     num_samples: int = 200, reference: str | Sequence[str] | None = None,
+                     cols: Sequence[tuple[str, str, str]] | None = None) -> pd.DataFrame:
     """``<stem>.csv`` / ``.md`` over seeds: per cell mean, sd over seeds and a 95 % interval.
 
     per_seed_rows: per seed, the rows ``write_table`` takes (same labels in the same order).
@@ -295,14 +295,17 @@ def write_seed_table(out: Path, stem: str,
     rows that carry ``SCORES_KEY`` (``personal_bootstrap``), else a t-interval over the seeds.
     With ``reference`` (a row key ' / '.join(labels), or several) ``<stem>_diff.md`` holds
     each scored row minus each reference (paired bootstrap, one table per reference). CSV
-    columns: <title>, <title> sd, <title> lo, <title> hi. Values in %.
+    columns: <title>, <title> sd, <title> lo, <title> hi. Values in %. ``cols``: explicit
+    (section, metric, title) columns (another workload's metrics); default: the face headline.
     """
     first = per_seed_rows[0]
     for rows in per_seed_rows[1:]:
         if [lab for lab, _ in rows] != [lab for lab, _ in first]:
             raise ValueError(f"{stem}: the seeds produced different rows")
-    sample = next((r for _, r in first if r.get(sections[0])), first[0][1])
-    cols = columns(sample, sections)
+    if cols is None:
+        sample = next((r for _, r in first if r.get(sections[0])), first[0][1])
+        cols = columns(sample, sections)
+    cols = list(cols)
     fars = [float(k.split("@")[1]) for sec, k, _ in cols if sec == "personalized"
             and k.startswith("tar@")]
     fpirs = [float(k.split("@")[1]) for sec, k, _ in cols if sec == "personalized"

@@ -213,13 +213,22 @@ def test_table_7_5_layout() -> None:
     assert "trapezoid" in text
 
 
-def test_reid_benchmark_rows_and_table(tiny_reid_root: Path, tmp_path: Path) -> None:
-    from benchmarks.reid_benchmark import bytes_per_round, markdown, run
+def test_reid_benchmark_rows_tables_and_cmc_plots(tiny_reid_root: Path, tmp_path: Path) -> None:
+    from benchmarks.common import write_seed_table
+    from benchmarks.reid_benchmark import (
+        CMC_RANKS,
+        bytes_per_round,
+        long_frame,
+        run,
+        seed_columns,
+    )
 
     conf = reid_config(tiny_reid_root, tmp_path, **{"num-server-rounds": 1})
     conf.pop("output-dir")
     methods = ["pre-trained", "local supervised", "FedAvg", "central (union)"]
-    frame = run(conf, [0], tmp_path / "bench", methods)
+    out = tmp_path / "bench"
+    [rows] = run(conf, None, out, methods)  # no --seeds: the config's seed, in out itself
+    frame = long_frame([rows])
     assert list(frame["method"]) == methods
     for col in ("tiny-a.mAP", "tiny-b.rank1"):
         assert frame[col].between(0, 1).all(), col
@@ -229,10 +238,76 @@ def test_reid_benchmark_rows_and_table(tiny_reid_root: Path, tmp_path: Path) -> 
     fedavg = frame[frame["method"] == "FedAvg"]["bytes_per_round"].iloc[0]
     fedfr = bytes_per_round(resolve({**conf, "strategy": "fedfr"}))
     assert fedfr == fedavg + 2 * 2 * 12 * 192 * 4  # + Phi_g (K_g = 12 ids x d), both ways
-    other = frame.assign(seed=1, **{"tiny-a.mAP": frame["tiny-a.mAP"] * 0.5})  # a second seed
-    text = markdown(pd.concat([frame, other]), ["tiny-a", "tiny-b"], ["tiny-unseen"],
-                    "noninterp")
-    assert "| FedAvg |" in text and "+-" in text and "seeds [0, 1]" in text
+    for name in ("reid_benchmark.csv", "reid_benchmark.md", "reid_benchmark_cmc.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "| FedAvg |" in (out / "reid_benchmark.md").read_text()
+    # every row's curves: a CMC up to rank 20 whose rank-1 is the table's (the federation's
+    # models evaluated again from its run folder agree with its report)
+    for (method,), res in rows:
+        assert set(res["curves"]) == ({"tiny-a", "tiny-b"} | (
+            set() if method == "local supervised" else {"tiny-unseen"})), method
+        for name, curve in res["curves"].items():
+            assert len(curve) == CMC_RANKS, (method, name)
+            assert all(b >= a for a, b in zip(curve, curve[1:], strict=False))
+            assert curve[0] == pytest.approx(res["reid"][f"{name}.rank1"], abs=1e-9)
+    # over seeds (a second seed made up here: tiny-a's mAP halved): the shared seed table
+    other = [([m], {**r, "seed": 1, "reid": {**r["reid"], "tiny-a.mAP": r["reid"]["tiny-a.mAP"]
+                                             / 2}}) for (m,), r in rows]
+    top = tmp_path / "top"
+    top.mkdir()
+    table = write_seed_table(top, "reid_benchmark", [rows, other], ["method"],
+                             sections=("reid",), cols=seed_columns(["tiny-a", "tiny-b"],
+                                                                   ["tiny-unseen"]),
+                             extra=[("mb_per_round", "MB / round")])
+    a = frame["tiny-a.mAP"]
+    assert list(table["tiny-a mAP"]) == pytest.approx(list(100 * 0.75 * a))
+    assert list(table["tiny-a mAP sd"]) == pytest.approx(list(100 * a / 2 / math.sqrt(2)))
+    assert math.isnan(table[table["method"] == "local supervised"]["unseen mean mAP"].iloc[0])
+    assert "95 % interval" in (top / "reid_benchmark.md").read_text()
+
+
+def test_reid_benchmark_with_seeds_writes_each_seed_and_the_table_over_them(
+        tiny_reid_root: Path, tmp_path: Path) -> None:
+    from benchmarks.reid_benchmark import run
+
+    conf = reid_config(tiny_reid_root, tmp_path)
+    conf.pop("output-dir")
+    out = tmp_path / "bench"
+    per_seed = run(conf, [0, 1], out, ["pre-trained"])
+    assert [rows[0][1]["seed"] for rows in per_seed] == [0, 1]
+    for folder in (out, out / "seed-0", out / "seed-1"):
+        for name in ("reid_benchmark.csv", "reid_benchmark.md", "reid_benchmark_cmc.png"):
+            assert (folder / name).stat().st_size > 0, folder / name
+    top = pd.read_csv(out / "reid_benchmark.csv")
+    vals = [rows[0][1]["reid"]["tiny-a.mAP"] for rows in per_seed]
+    assert top["tiny-a mAP"].iloc[0] == pytest.approx(50 * sum(vals))
+    assert {"tiny-a mAP sd", "tiny-a mAP lo", "tiny-a mAP hi"} <= set(top.columns)
+    assert "seeds [0, 1]" in (out / "reid_benchmark.md").read_text()
+    assert len(pd.read_csv(out / "reid_benchmark_runs.csv")) == 2
+
+
+def test_reid_benchmark_paper_preset_without_data(tmp_path: Path, capsys) -> None:
+    """``--paper``: Sec. 7.7's setup resolves (4 real client sets, 4 unseen, ResNet-50 at
+    256 x 128, 100 rounds of 1 epoch); without the data it stops with one line naming what is
+    missing (exit 2) before any training."""
+    from benchmarks.reid_benchmark import PAPER, base_config, main
+
+    cfg = resolve(base_config("", True, tmp_path))
+    assert cfg.reid_clients.split(",") == ["market1501", "dukemtmcreid", "cuhk03", "msmt17"]
+    assert cfg.reid_unseen.split(",") == ["viper", "ilids", "grid", "prid"]
+    assert (cfg.reid_model, cfg.reid_height, cfg.reid_width) == ("resnet50", 256, 128)
+    assert (cfg.num_server_rounds, cfg.local_epochs) == (100, 1) == (PAPER["num-server-rounds"],
+                                                                    PAPER["local-epochs"])
+    assert main(["--paper", "--out", str(tmp_path / "a"), "--methods", "FedAvg"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data-root" in err[0], err
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert main(["--paper", "--out", str(tmp_path / "b"), "--methods", "FedAvg",
+                 "--run-config", f"data-root='{empty}'"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0], err
+    assert not list((tmp_path / "b").rglob("*.pt"))  # nothing trained
 
 
 @pytest.mark.slow  # renders three synthetic domains (about 10 s)

@@ -149,7 +149,9 @@ class ReidWorkload(Workload):
         shared = fed.shared_state(cfg, model)
         return pack_arrays(shared, phi if cfg.uses_public_data else None), info
 
-    def _server_model(self, cfg: Config, data: ReidWorkspace, arrays: ArrayRecord):
+    def server_model(self, cfg: Config, data: ReidWorkspace, arrays: ArrayRecord):
+        """Theta_g as the server evaluates it (``reid-bn = "local"``: BN statistics re-estimated
+        on the public set, since none travel)."""
         backbone, _ = unpack_arrays(arrays)
         public_images = None
         if cfg.reid_bn == "local":  # no statistics travel: the server's are the public set's
@@ -160,7 +162,7 @@ class ReidWorkload(Workload):
                          arrays: ArrayRecord) -> dict[str, float]:
         """Each unseen set's query / gallery with Theta_g (sets with random splits: the mean over
         their 10 splits, and its std as ``<set>.mAP_std``); the mean over sets as plain keys."""
-        model = self._server_model(cfg, data, arrays)
+        model = self.server_model(cfg, data, arrays)
         out: dict[str, float] = {}
         per: list[dict[str, float]] = []
         for name, splits in data.unseen_splits():
@@ -235,10 +237,11 @@ class ReidWorkload(Workload):
                     "num-steps": int(result.num_steps)},
             log={"private": result.num_examples, "loss": result.losses.get("total", math.nan)})
 
-    def evaluate(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
-                 experiment_id: str | None, models: list[str]) -> dict[str, float]:
-        """This client's query / gallery with each requested model; per-model means and the
-        client's own ``<model>.<dataset>.<metric>`` (Table 7.5's per-client columns)."""
+    def client_models(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
+                      experiment_id: str | None, models: list[str]):
+        """(model name, ReidNet, DFC head Pi_l or None) for each requested model of this client:
+        ``global`` = Theta_g as received, ``local`` = Theta_l, ``personal`` = [Theta_l, Pi_l]
+        (Theta_g where the node has no state yet). Also the benchmark's CMC curves."""
         from fedfr.dfc import DFCHead
 
         pid = node.partition_id
@@ -250,8 +253,7 @@ class ReidWorkload(Workload):
             state = ClientStateStore(node.state_root, experiment_id, pid).load_before(
                 server_round + 1)
         own = state.prev_backbone if state is not None else None
-        q_images, g_images = ws.images(split.query), ws.images(split.gallery)
-        out: dict[str, float] = {}
+        out = []
         for name in models:
             head = None
             if name == "global" or own is None:
@@ -264,6 +266,19 @@ class ReidWorkload(Workload):
                 dfc = DFCHead(model.feature_dim, state.w.shape[0])
                 dfc.load_personal_state(state.dfc)
                 head = dfc.pi
+            out.append((name, model, head))
+        return out
+
+    def evaluate(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
+                 experiment_id: str | None, models: list[str]) -> dict[str, float]:
+        """This client's query / gallery with each requested model; per-model means and the
+        client's own ``<model>.<dataset>.<metric>`` (Table 7.5's per-client columns)."""
+        ws = self._workspace(cfg, node)
+        split = ws.client(node.partition_id)
+        q_images, g_images = ws.images(split.query), ws.images(split.gallery)
+        out: dict[str, float] = {}
+        for name, model, head in self.client_models(cfg, node, arrays, server_round,
+                                                    experiment_id, models):
             res = fed.retrieval_metrics(cfg, fed.embed(cfg, model, q_images, head),
                                         fed.embed(cfg, model, g_images, head),
                                         split.query, split.gallery)

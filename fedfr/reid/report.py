@@ -45,6 +45,8 @@ def table_7_5(report: dict[str, Any]) -> str:
     """The run's results as Table 7.5: clients (personalised, per model) and unseen (generic)."""
     cfg = report.get("config") or {}
     clients, unseen = _names(cfg.get("reid-clients", "")), _names(cfg.get("reid-unseen", ""))
+    if 0 < int(cfg.get("num-clients") or 0) < len(clients):
+        clients = clients[:int(cfg["num-clients"])]  # the datasets that took part
     strategy = "FedFR" if cfg.get("strategy") == "fedfr" else "FedAvg"
     pre = report.get("pretrained") or {}
     final = report.get("final") or {}

@@ -109,11 +109,13 @@ def test_track_errors_are_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gallery_beats_motion_only_on_the_disjoint_corridor(tmp_path):
-    scene = write_scene(SceneSpec(setup="disjoint", frames=100, frame_rate=5.0, width=320,
-                                  height=240, num_people=10), tmp_path / "s")
+    # the set-up measured in docs/tracking.md (deterministic: 0.730 vs 0.594); a smaller corridor
+    # (100 frames at 5 FPS, 320 x 240) is not stable: BYTE's tracks there are too short.
+    scene = write_scene(SceneSpec(setup="disjoint", frames=300, width=480, height=360),
+                        tmp_path / "s")
     out = tmp_path / "run"
     assert main(["track", "--scene", str(scene), "--topology", str(scene / "topology.json"),
-                 "--exit-after", "5", "--query-interval", "20", "--out", str(out)]) == 0
+                 "--out", str(out)]) == 0
     mc = {r["method"]: float(r["idf1"]) for r in _rows(out / "evaluation.csv")
           if r["camera"] == "multi-camera"}
-    assert mc["gallery"] > mc["motion-only"] + 0.02
+    assert mc["gallery"] > mc["motion-only"] + 0.05

@@ -215,9 +215,12 @@ COLUMNS = ("method", "camera", "frames", "fps", "latency_p50_ms", "latency_p95_m
            "mota", "idf1", "idp", "idr", "switches")
 
 
-def _fmt(v) -> str:
+_ONE_DECIMAL = ("fps", "latency_p50_ms", "latency_p95_ms")
+
+
+def _fmt(v, key: str = "") -> str:
     if isinstance(v, float):
-        return "" if np.isnan(v) else f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+        return "" if np.isnan(v) else f"{v:.1f}" if key in _ONE_DECIMAL else f"{v:.4f}"
     return str(v)
 
 
@@ -225,10 +228,10 @@ def write_table(rows: Sequence[dict], out: str | Path) -> tuple[Path, Path]:
     """``<out>/evaluation.csv`` and ``<out>/evaluation.md`` (one row per method and camera)."""
     out = Path(out)
     csv_path, md_path = out / "evaluation.csv", out / "evaluation.md"
-    lines = [",".join(COLUMNS)] + [",".join(_fmt(r[k]) for k in COLUMNS) for r in rows]
+    lines = [",".join(COLUMNS)] + [",".join(_fmt(r[k], k) for k in COLUMNS) for r in rows]
     csv_path.write_text("\n".join(lines) + "\n")
     md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    md += ["| " + " | ".join(_fmt(r[k]) for k in COLUMNS) + " |" for r in rows]
+    md += ["| " + " | ".join(_fmt(r[k], k) for k in COLUMNS) + " |" for r in rows]
     md_path.write_text("\n".join(md) + "\n")
     return csv_path, md_path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from fedfr.tracking.embedders import ColourHistogramEmbedder
 from fedfr.tracking.motchallenge import read_rows
 from fedfr.tracking.pipeline import TrackingConfig, run_tracking
 from fedfr.tracking.scene import SceneSpec, write_scene
-from fedfr.tracking.sources import ImageFolderSource
+from fedfr.tracking.sources import FeedConfig, ImageFolderSource
 
 pytest.importorskip("motmetrics")
 
@@ -119,3 +120,29 @@ def test_gallery_beats_motion_only_on_the_disjoint_corridor(tmp_path):
     mc = {r["method"]: float(r["idf1"]) for r in _rows(out / "evaluation.csv")
           if r["camera"] == "multi-camera"}
     assert mc["gallery"] > mc["motion-only"] + 0.05
+
+
+class _SlowDetector(PrecomputedDetector):
+    def detect(self, frames):
+        time.sleep(0.03)
+        return super().detect(frames)
+
+
+def test_realtime_mode_drops_and_counts(tmp_path):
+    scene = write_scene(SceneSpec(frames=30, width=160, height=120, num_people=4),
+                        tmp_path / "s")
+    sources = [ImageFolderSource(scene / c) for c in ("c001", "c002", "c003")]
+    det = _SlowDetector({s.camera: scene / s.camera / "det" / "det.txt" for s in sources})
+    # unpaced readers into 1-frame drop-oldest queues; a 30 ms detector: the readers outrun it
+    cfg = TrackingConfig(crop_size=(64, 32),
+                         feed=FeedConfig(realtime=True, queue_size=1, pace=False))
+    res = run_tracking(sources, det, ColourHistogramEmbedder(), tmp_path / "run", cfg,
+                       ground_truth={s.camera: scene / s.camera / "gt" / "gt.txt"
+                                     for s in sources}, global_ground_truth=True)
+    rep = res.report
+    for c in rep.frames:
+        assert rep.readers[c].read == 30
+        assert rep.frames[c] + rep.readers[c].dropped == 30
+    assert sum(r.dropped for r in rep.readers.values()) > 0
+    rows = {(r["method"], r["camera"]): r for r in res.table}
+    assert rows[("gallery", "c001")]["dropped"] == rep.readers["c001"].dropped

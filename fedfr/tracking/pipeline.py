@@ -72,6 +72,7 @@ class TrackingResult:
     matches: int
     results: dict[str, dict[str, Path]]
     aic: Path
+    spans: dict[str, range] = field(default_factory=dict)
     table: list[dict] | None = None
 
 
@@ -110,6 +111,8 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     aic = AicWriter(aic_path, {c: i + 1 for i, c in enumerate(cameras)}, cfg.aic_pixel_offset)
     pending: dict[str, list[TrackOutput]] = {}
     latencies: dict[str, list[float]] = {c: [] for c in cameras}
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
 
     def collect(frame: Frame, tracks: list[TrackOutput]) -> None:
         pending[frame.camera] = tracks
@@ -127,6 +130,8 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
                                             {t: local_ids.get(cam, t) for t in ids})
             aic.write(cam, frame.index, tracks, glob)
             latencies[cam].append(time.time() - frame.timestamp)
+            first.setdefault(cam, frame.index)
+            last[cam] = frame.index
 
     workers = {}
     for s in sources:
@@ -144,18 +149,12 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     result = TrackingResult(
         report=report, latency_p50={c: _pct(v, 50) for c, v in latencies.items()},
         latency_p95={c: _pct(v, 95) for c, v in latencies.items()},
-        matches=len(gallery.events), results=results, aic=aic_path)
+        matches=len(gallery.events), results=results, aic=aic_path,
+        spans={c: range(first[c], last[c] + 1) for c in first})
     if ground_truth:
         result.table = evaluate_run(result, sources, ground_truth, global_ground_truth,
                                     cfg.min_visibility)
     return result
-
-
-def _processed_frames(source: Source, n: int) -> range | None:
-    files = getattr(source, "files", None)
-    if not files or n == 0:
-        return None
-    return range(files[0][0], files[min(n, len(files)) - 1][0] + 1)
 
 
 def evaluate_run(result: TrackingResult, sources: Sequence[Source],
@@ -169,8 +168,7 @@ def evaluate_run(result: TrackingResult, sources: Sequence[Source],
 
     rep = result.report
     cams = [s.camera for s in sources if s.camera in ground_truth]
-    frames = {s.camera: r for s in sources
-              if (r := _processed_frames(s, rep.frames.get(s.camera, 0))) is not None}
+    frames = dict(result.spans)  # first..last frame processed (dropped frames count as missed)
     rows: list[dict] = []
     for method, paths in result.results.items():
         pairs = {c: (ground_truth[c], paths[c]) for c in cams}

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                              "or a re-ID dataset (CMC, mAP, mINP)"),
     "prune": ("prune", "prune a model to FLOPs/params/latency targets (CAIE, CPO, Taylor, L1, "
                        "uniform), fine-tune, save it and report"),
+    "track": ("track", "online multi-camera tracking: detector, BYTE, re-ID clip features, "
+                       "cross-camera gallery, result files and an evaluation table"),
     "split": ("split", "build the paper's MS-Celeb-1M split manifest (and node data)"),
 }
 

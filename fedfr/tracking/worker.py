@@ -75,9 +75,12 @@ class PipelineReport:
 
 
 def run_pipeline(sources: Sequence[Source], detector: Detector,
-                 workers: Mapping[str, CameraWorker], feed: FeedConfig | None = None
-                 ) -> PipelineReport:
-    """Run all cameras to their end (synchronous) or until every stream ends (real-time)."""
+                 workers: Mapping[str, CameraWorker], feed: FeedConfig | None = None,
+                 after_tick: Callable[[list[Frame]], None] | None = None) -> PipelineReport:
+    """Run all cameras to their end (synchronous) or until every stream ends (real-time).
+
+    ``after_tick(batch)`` runs once per tick after every camera of the batch has been stepped
+    (e.g. one batched re-ID call for all cameras, then the cross-camera gallery)."""
     missing = [s.camera for s in sources if s.camera not in workers]
     if missing:
         raise ConfigError(f"no worker for cameras {missing}")
@@ -90,6 +93,8 @@ def run_pipeline(sources: Sequence[Source], detector: Detector,
             detect_s += time.perf_counter() - td
             for frame, d in zip(batch, dets, strict=True):
                 workers[frame.camera].step(frame, d)
+            if after_tick is not None:
+                after_tick(batch)
     wall = time.perf_counter() - t0
     readers = mc.stats()
     frames = {s.camera: workers[s.camera].frames for s in sources}

@@ -269,7 +269,8 @@ def ap_messages(graph: APGraph, *, damping: float = 0.5, max_iter: int = 1000,
 def affinity_propagation(x: Any, preference: Any, *, k: int | None = None,
                          damping: float = 0.5, max_iter: int = 1000, convergence_iter: int = 100,
                          assign: str = "similarity", refine: bool = True, chunk: int = 1024,
-                         noise_seed: int | None = 0) -> APResult:
+                         noise_seed: int | None = 0,
+                         retry_damping: tuple[float, ...] = ()) -> APResult:
     """AP on features ``x`` (N, D) with s = -squared L2 and per-point ``preference`` (scalar or
     (N,)). k None: dense (all pairs, O(N^2) memory); k int: the sparse k-NN graph.
 
@@ -277,7 +278,10 @@ def affinity_propagation(x: Any, preference: Any, *, k: int | None = None,
     exemplar, computed from the features, chunked) or ``messages`` (Eq. 3.1: argmax over its
     edges of r + a; a point whose best edge is not an exemplar joins its most similar one).
     No exemplar at all (AP did not settle) gives one cluster around the point with the largest
-    r(k,k) + a(k,k) (``info['fallback']`` = True). refine: Frey's and scikit-learn's last step
+    r(k,k) + a(k,k) (``info['fallback']`` = True). retry_damping: when the messages do not
+    converge (they oscillate), run again with each of these larger dampings in turn (Frey and
+    Dueck's advice) and keep the first that converges (``info['damping']`` = the one used).
+    refine: Frey's and scikit-learn's last step
     (each cluster's exemplar becomes the member with the largest summed similarity to the other
     members, then points are re-assigned); with ``assign='messages'`` it is not applied.
     """
@@ -289,10 +293,15 @@ def affinity_propagation(x: Any, preference: Any, *, k: int | None = None,
         return APResult(np.zeros(1, np.int64), np.zeros(1, np.int64), 0, True)
     graph = (dense_graph(similarity_matrix(feats), preference) if k is None or k >= n - 1
              else knn_graph(feats, preference, k, chunk))
-    e, ra, it, converged = ap_messages(graph, damping=damping, max_iter=max_iter,
-                                       convergence_iter=convergence_iter, noise_seed=noise_seed)
+    used = damping
+    for used in (damping, *retry_damping):
+        e, ra, it, converged = ap_messages(graph, damping=used, max_iter=max_iter,
+                                           convergence_iter=convergence_iter,
+                                           noise_seed=noise_seed)
+        if converged:
+            break
     info: dict[str, Any] = {"edges": int(graph.s.size), "graph_bytes": graph.nbytes,
-                            "fallback": False}
+                            "fallback": False, "damping": used}
     ex = np.flatnonzero(e)
     if ex.size == 0:
         ex = np.array([int(np.argmax(ra[:, 0]))])
@@ -344,7 +353,8 @@ class SGAPConfig:
     search_on: cluster X^l u X^u (``joint``, the default: N = N^l + N^u in SR) or X^l alone;
     count: ``clusters`` (distinct clusters the labelled points fall in) or ``exemplars``
     (exemplars that are labelled points); patience: stop when the count stays the same for this
-    many consecutive search steps (the thesis: 5); max_steps: a hard cap; preference: adaptive
+    many consecutive search steps (the thesis: 5); max_steps: a hard cap; retry_damping: larger
+    dampings tried in turn when AP oscillates (ours; () = never); preference: adaptive
     (SR x p) or uniform; max_pairs: the sorted labelled similarities searched (all pairs up to
     this many, else a seeded sample); k: AP's neighbours (None = dense).
     """
@@ -359,6 +369,7 @@ class SGAPConfig:
     damping: float = FREY_DEFAULTS["damping"]
     max_iter: int = FREY_DEFAULTS["max_iter"]
     convergence_iter: int = FREY_DEFAULTS["convergence_iter"]
+    retry_damping: tuple[float, ...] = (0.7, 0.9)
     assign: str = "similarity"
     refine: bool = True
     chunk: int = 1024
@@ -376,7 +387,8 @@ class SGAPConfig:
     def ap_kwargs(self) -> dict[str, Any]:
         return {"k": self.k, "damping": self.damping, "max_iter": self.max_iter,
                 "convergence_iter": self.convergence_iter, "assign": self.assign,
-                "refine": self.refine, "chunk": self.chunk, "noise_seed": self.seed}
+                "refine": self.refine, "retry_damping": tuple(self.retry_damping),
+                "chunk": self.chunk, "noise_seed": self.seed}
 
 
 @dataclass

@@ -20,6 +20,7 @@ Fig. 3.5 quantities. See docs/unsupervised-reid.md ("SGC-DPL") for every choice.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -209,7 +210,7 @@ def train_semi_epochs(model: ReidNet, classifier: IdentityClassifier,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sums += [float(loss), float(ce), float(tri), float(aug)]
+            sums += [float(v.detach()) for v in (loss, ce, tri, aug)]
             steps += 1
         row = dict(zip(("loss", "ce", "triplet", "aug"), (sums / max(steps, 1)).tolist(),
                        strict=True))
@@ -288,15 +289,21 @@ def _labelled_classes(records: Sequence[ReidImage]) -> tuple[np.ndarray, int]:
     return np.array([mapping[r.pid] for r in records], dtype=np.int64), len(mapping)
 
 
-def run_sgc_dpl(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
-                query: Sequence[ReidImage], gallery: Sequence[ReidImage], cfg: SGCDPLConfig,
-                *, device: str | torch.device = "cpu",
-                on_iteration: Callable[[dict[str, Any]], None] | None = None
-                ) -> tuple[ReidNet, list[dict[str, Any]]]:
-    """The whole method (or an ablation row) from a fresh ``cfg.model``. Returns the final net
-    and one row per iteration (0 = the initialised model): clusters, gt_ids, reliable, share,
-    purity, nmi_reliable, nmi_all, tau_l, tau, p_star, search_steps, search_stop, R1, mAP,
-    train_seconds, cluster_seconds."""
+@dataclass
+class InitState:
+    """The iteration-0 model: net, labelled classifier and its evaluation row."""
+
+    model: ReidNet
+    classifier: IdentityClassifier
+    row: dict[str, Any]
+
+
+def initialise(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
+               query: Sequence[ReidImage], gallery: Sequence[ReidImage], cfg: SGCDPLConfig,
+               *, device: str | torch.device = "cpu") -> InitState:
+    """Iteration 0 (Sec. 3.3.1): a fresh ``cfg.model`` (seeded) trained ``cfg.init_epochs`` on
+    {X^l, Y^l}, with the augmented triplet on X^u when ``cfg.init == 'augmented'``; with
+    ``init='labelled'`` this is the labelled-only baseline (row 1 of Table 3.2)."""
     if not labelled:
         raise ConfigError("SGC-DPL: the labelled set is empty")
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -310,8 +317,29 @@ def run_sgc_dpl(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
     stats = train_semi_epochs(model, classifier, labelled, targets, yl, cfg,
                               epochs=cfg.init_epochs, unlabelled=aug, generator=gen,
                               device=device)
-    rows = [{"iteration": 0, **evaluate(model, query, gallery, cfg, device),
-             "train_seconds": stats.get("seconds", 0.0)}]
+    row = {"iteration": 0, **evaluate(model, query, gallery, cfg, device),
+           "train_seconds": stats.get("seconds", 0.0)}
+    return InitState(model, classifier, row)
+
+
+def run_sgc_dpl(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
+                query: Sequence[ReidImage], gallery: Sequence[ReidImage], cfg: SGCDPLConfig,
+                *, device: str | torch.device = "cpu",
+                on_iteration: Callable[[dict[str, Any]], None] | None = None,
+                init: InitState | None = None) -> tuple[ReidNet, list[dict[str, Any]]]:
+    """The whole method (or an ablation row). Returns the final net and one row per iteration
+    (0 = the initialised model): clusters, gt_ids, reliable, share, purity, nmi_reliable,
+    nmi_all, tau_l, tau, p_star, search_steps, search_stop, R1, mAP, train_seconds,
+    cluster_seconds. init: start from a copy of an ``initialise`` result (rows that share the
+    same initialisation reuse it) instead of training one."""
+    if not labelled:
+        raise ConfigError("SGC-DPL: the labelled set is empty")
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    yl, cl = _labelled_classes(labelled)
+    init = init if init is not None else initialise(labelled, unlabelled, query, gallery, cfg,
+                                                    device=device)
+    model, classifier = copy.deepcopy(init.model), copy.deepcopy(init.classifier)
+    rows = [dict(init.row)]
     if on_iteration:
         on_iteration(rows[-1])
     iterations = 0 if cfg.clustering == "none" else cfg.iterations

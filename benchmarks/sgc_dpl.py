@@ -75,13 +75,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {"dataset": "synth-market", "num_ids": 150, "model": "small_reid", "height": 64,
               "width": 32, "p": 8, "k": 4, "optimizer": "adam", "lr": 3.5e-4,
               "warmup_epochs": 3, "milestones": [1000], "init_epochs": 30, "iter_epochs": 8,
-              "iterations": 4, "ap_k": 100, "tau_step": 0.1, "tau_units": "tau_l"},
+              "iterations": 3, "ap_k": 100, "tau_step": 0.1, "tau_units": "tau_l",
+              "normalize": True, "temperature": 0.1},
     # a test-sized run
     "quick": {"dataset": "synth-market", "num_ids": 24, "images_per_id": 8,
               "model": "small_reid", "height": 64, "width": 32, "p": 4, "k": 2,
               "optimizer": "adam", "lr": 3.5e-4, "warmup_epochs": 0, "milestones": [1000],
               "init_epochs": 1, "iter_epochs": 1, "iterations": 2, "ap_k": 20,
-              "tau_step": 0.1, "tau_units": "tau_l", "aug_batch": 8},
+              "tau_step": 0.1, "tau_units": "tau_l", "aug_batch": 8, "normalize": True,
+              "temperature": 0.1},
     # the thesis (Sec. 3.4.3): GPU scale
     "paper": {"dataset": "market1501", "model": "resnet50", "height": 256, "width": 128,
               "p": 16, "k": 4, "init_epochs": 200, "iter_epochs": 200, "iterations": 8,
@@ -104,8 +106,8 @@ def build_config(p: dict[str, Any], overrides: dict[str, Any], seed: int) -> SGC
     base = {"train": tc, "model": p["model"], "init_epochs": p["init_epochs"],
             "iter_epochs": p["iter_epochs"], "iterations": p["iterations"], "sgap": sg,
             "tau_step": p["tau_step"], "tau_units": p["tau_units"], "seed": seed}
-    if "aug_batch" in p:
-        base["aug_batch"] = p["aug_batch"]
+    fields = {f.name for f in dataclasses.fields(SGCDPLConfig)} - set(base) - {"sgap"}
+    base.update({k: v for k, v in p.items() if k in fields})  # e.g. normalize, temperature
     return SGCDPLConfig(**{**base, **overrides})
 
 
@@ -344,15 +346,20 @@ def run_scale(args: argparse.Namespace) -> int:
 
     def sk():
         sim = similarity_matrix(x)
-        return AffinityPropagation(affinity="precomputed", preference=pref, random_state=0,
-                                   **ap).fit(sim).labels_
+        m = AffinityPropagation(affinity="precomputed", preference=pref, random_state=0,
+                                **ap).fit(sim)
+        return m.labels_, m.n_iter_, m.n_iter_ < ap["max_iter"]
 
-    phases = {"sklearn_dense": sk,
-              "ours_dense": lambda: affinity_propagation(x, pref, **ap).labels,
-              "ours_knn": lambda: affinity_propagation(x, pref, k=s["k"], **ap).labels}
+    def ours(k):
+        r = affinity_propagation(x, pref, k=k, **ap)
+        return r.labels, r.iterations, r.converged
+
+    phases = {"sklearn_dense": sk, "ours_dense": lambda: ours(None),
+              "ours_knn": lambda: ours(s["k"])}
     labels = {}
     for name, fn in phases.items():
-        res["phases"][name], labels[name] = _measure(fn)
+        res["phases"][name], (labels[name], its, conv) = _measure(fn)
+        res["phases"][name].update(iterations=int(its), converged=bool(conv))
         log.info("%s: %s", name, res["phases"][name])
     base = res["phases"]["sklearn_dense"]
     for name in phases:
@@ -366,8 +373,9 @@ def run_scale(args: argparse.Namespace) -> int:
         f = SCALE["full"]
         xf = blob_features(f["n"], f["dim"], f["ids"], f["noise"], seed=1)
         pf = preferences(xf, median_similarity(xf), "adaptive")
-        ph, lab = _measure(lambda: affinity_propagation(xf, pf, k=f["k"], **ap).labels)
-        ph.update(clusters=int(np.unique(lab).size), sizes=f)
+        ph, r = _measure(lambda: affinity_propagation(xf, pf, k=f["k"], **ap))
+        ph.update(clusters=r.num_clusters, sizes=f, iterations=r.iterations,
+                  converged=r.converged)
         res["phases"]["ours_knn_full"] = ph
     stem = "sgc_dpl_ap_scale" + ("_quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps({"command": "python -m benchmarks.sgc_dpl "
@@ -380,12 +388,14 @@ def run_scale(args: argparse.Namespace) -> int:
              f"convergence_iter = {ap['damping']} / {ap['max_iter']} / "
              f"{ap['convergence_iter']}; k-NN graph k = {s['k']}.", "",
              "| run | wall s | wall / sklearn | peak RSS above start MB | peak / sklearn | "
-             "clusters | ARI vs sklearn |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "clusters | ARI vs sklearn | AP iterations | converged |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, ph in res["phases"].items():
         lines.append(f"| {name} | {ph['wall_s']:.2f} | {ph.get('wall_ratio_to_sklearn', 0):.2f}"
                      f" | {ph['peak_above_start_mb']:.1f} | "
                      f"{ph.get('peak_ratio_to_sklearn', 0):.3f} | {ph['clusters']} | "
-                     f"{ph.get('ari_vs_sklearn', float('nan')):.3f} |")
+                     f"{ph.get('ari_vs_sklearn', float('nan')):.3f} | {ph['iterations']} | "
+                     f"{ph['converged']} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -129,3 +129,19 @@ def test_tables_benchmark_quick(tmp_path):
     assert (tmp_path / "fig35_1of3.png").stat().st_size > 0
     assert (tmp_path / "table34.md").read_text().count("| 1/3 |") == 3
     assert (tmp_path / "manifests" / "synth-market-1of3-seed0.json").is_file()
+
+
+def test_paper_preset_reads_market_through_the_registry(tmp_path):
+    from benchmarks.sgc_dpl import PRESETS, _load, build_config
+    from fedfr.reid.data.fixtures import write_market
+    from fedfr.reid.semi.splits import make_semi_split
+
+    train = [(p, c) for p in range(1, 13) for c in (1, 2)]
+    write_market(tmp_path, train, [(20, 1)], [(20, 2), (21, 1)])
+    split = _load(PRESETS["paper"], tmp_path)
+    assert split.num_train_pids == 12
+    assert len(make_semi_split(split, "1/3", 0).labelled_pids) == 4
+    cfg = build_config(PRESETS["paper"], {}, seed=0)
+    assert cfg.model == "resnet50" and cfg.train.optimizer == "sgd" and cfg.train.lr == 0.01
+    assert cfg.iterations == 8 and cfg.iter_epochs == 200 and cfg.sgap.k is None
+    assert cfg.train.transform.height == 256 and cfg.tau_step == 1.0

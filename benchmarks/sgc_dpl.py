@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.reid_eval_scale import _reset_peak, _status_bytes
 from fedfr.errors import ConfigError
 from fedfr.reid.data.registry import get_dataset
 from fedfr.reid.data.transforms import ReidTransformConfig
@@ -293,30 +294,16 @@ def run_tables(args: argparse.Namespace) -> int:
 
 
 # --- scale ------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def _measure(fn) -> tuple[dict[str, float], Any]:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    start = _status_kb("VmRSS")
+    """Wall time and peak RSS (VmHWM, reset first) of ``fn()``, in MB; returns its result."""
+    _reset_peak()
+    start = _status_bytes("VmRSS")
     t0 = time.perf_counter()
     out = fn()
     wall = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
-    return {"wall_s": wall, "peak_rss_mb": peak / 1024, "peak_above_start_mb":
-            (peak - start) / 1024}, out
+    peak = _status_bytes("VmHWM")
+    return {"wall_s": wall, "peak_rss_mb": peak / 2**20,
+            "peak_above_start_mb": (peak - start) / 2**20}, out
 
 
 def blob_features(n: int, dim: int, ids: int, noise: float, seed: int = 0) -> np.ndarray:

@@ -119,8 +119,18 @@ def pair_similarities(x: Any, max_pairs: int = 2_000_000, seed: int = 0,
         i = rng.integers(0, n, max_pairs)
         j = rng.integers(0, n - 1, max_pairs)
         j = j + (j >= i)
-        vals = -((a[i] - a[j]) ** 2).sum(1).numpy()
+        vals = -sampled_sq_distances(a, i, j)
     return np.sort(vals)
+
+
+def sampled_sq_distances(a: torch.Tensor, i: np.ndarray, j: np.ndarray,
+                         block: int = 65536) -> np.ndarray:
+    """||a_i - a_j||^2 for index pairs (i, j), ``block`` pairs at a time (bounded memory)."""
+    out = np.empty(len(i), dtype=np.float64)
+    for s in range(0, len(i), block):
+        ii, jj = torch.as_tensor(i[s:s + block]), torch.as_tensor(j[s:s + block])
+        out[s:s + block] = ((a[ii] - a[jj]) ** 2).sum(1).numpy()
+    return out
 
 
 # --- the AP graph and its messages --------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fedfr.errors import ConfigError
-from fedfr.reid.semi.clustering import _features, sq_distances
+from fedfr.reid.semi.clustering import _features, sampled_sq_distances, sq_distances
 
 TAU_RULES = ("histogram", "balanced")
 STEP_UNITS = ("distance", "tau_l")
@@ -49,7 +49,7 @@ def pair_distances(x: Any, labels: Any, max_pairs: int = 2_000_000, seed: int = 
     i = rng.integers(0, n, max_pairs)
     j = rng.integers(0, n - 1, max_pairs)
     j = j + (j >= i)
-    d = ((a[i] - a[j]) ** 2).sum(1).numpy()
+    d = sampled_sq_distances(a, i, j)
     same = (y[i] == y[j]).numpy()
     return d[same], d[~same]
 

@@ -377,11 +377,14 @@ def run_scale(args: argparse.Namespace) -> int:
              "| run | wall s | wall / sklearn | peak RSS above start MB | peak / sklearn | "
              "clusters | ARI vs sklearn | AP iterations | converged |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    def num(ph: dict[str, Any], key: str, fmt: str) -> str:
+        return format(ph[key], fmt) if key in ph else "-"
+
     for name, ph in res["phases"].items():
-        lines.append(f"| {name} | {ph['wall_s']:.2f} | {ph.get('wall_ratio_to_sklearn', 0):.2f}"
+        lines.append(f"| {name} | {ph['wall_s']:.2f} | {num(ph, 'wall_ratio_to_sklearn', '.2f')}"
                      f" | {ph['peak_above_start_mb']:.1f} | "
-                     f"{ph.get('peak_ratio_to_sklearn', 0):.3f} | {ph['clusters']} | "
-                     f"{ph.get('ari_vs_sklearn', float('nan')):.3f} | {ph['iterations']} | "
+                     f"{num(ph, 'peak_ratio_to_sklearn', '.3f')} | {ph['clusters']} | "
+                     f"{num(ph, 'ari_vs_sklearn', '.3f')} | {ph['iterations']} | "
                      f"{ph['converged']} |")
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

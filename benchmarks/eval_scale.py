@@ -40,6 +40,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.procmon import reset_peak, self_status_bytes  # noqa: E402
 from fedfr.face.evaluation.ijbc import IJBC_FARS, verify_1to1  # noqa: E402
 from fedfr.face.evaluation.protocols import average_metrics  # noqa: E402
 from fedfr.face.evaluation.streaming import genuine_scores, personalized_all_clients  # noqa: E402
@@ -57,29 +58,6 @@ PRESETS = {
               "ijbc_genuine": 19_557, "repeats": 1},
 }
 CHUNK = 4096
-
-
-# --- memory ---------------------------------------------------------------------------------
-def _status(field: str) -> int:
-    """A /proc/self/status field in bytes (0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def reset_peak() -> bool:
-    """Reset the peak RSS (VmHWM) to the current RSS; False if the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # --- synthetic data -------------------------------------------------------------------------
@@ -175,13 +153,13 @@ def run_personal(p: dict, repeats: int) -> dict:
     result = None
     for r in range(repeats):
         floors.append(personal_floor(te, tey, tr, trl))
-        base = _status("VmRSS")
+        base = self_status_bytes("VmRSS")
         ok = reset_peak()
         t0 = time.perf_counter()
         result = personalized_all_clients(te, tey, tr, trl, fars=(1e-6, 1e-5),
                                           fpirs=(1e-5, 1e-4), chunk_size=CHUNK)
         ours.append(time.perf_counter() - t0)
-        peak = _status("VmHWM") if ok else 0
+        peak = self_status_bytes("VmHWM") if ok else 0
         peaks.append(peak)
         above.append(peak - base if ok else 0)
         log.info("personal repeat %d: floor %.2f s, protocol %.2f s (x%.2f), peak %.0f MB",
@@ -210,12 +188,12 @@ def run_ijbc(p: dict, repeats: int) -> dict:
         for a in range(0, g, 512):
             _ = gal[a:a + 512] @ probes.T
         floors.append(time.perf_counter() - tf)
-        base = _status("VmRSS")
+        base = self_status_bytes("VmRSS")
         ok = reset_peak()
         t0 = time.perf_counter()
         metrics, _ = verify_1to1(tids, feats, t1, t2, label, IJBC_FARS)
         ours.append(time.perf_counter() - t0)
-        peak = _status("VmHWM") if ok else 0
+        peak = self_status_bytes("VmHWM") if ok else 0
         peaks.append(peak)
         above.append(peak - base if ok else 0)
         log.info("ijbc repeat %d: floor %.2f s, 1:1 scoring %.2f s (x%.2f), peak %.0f MB",

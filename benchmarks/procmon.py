@@ -143,6 +143,21 @@ class Measurement:
                 "leftover_processes": len(self.leftover), "timeline": self.timeline()}
 
 
+def self_status_bytes(field: str) -> int:
+    """A /proc/self/status field (VmRSS, VmHWM, ...) of this process in bytes; 0 where absent."""
+    return _status_bytes(_read(Path("/proc/self/status")) or "", field + ":")
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _status_bytes(text: str, key: str) -> int:
     for line in text.splitlines():
         if line.startswith(key):

@@ -43,7 +43,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.eval_scale import _status, reset_peak  # noqa: E402  (/proc/self/status)
+from benchmarks.procmon import reset_peak, self_status_bytes  # noqa: E402
 from fedfr.reid.evaluation import (  # noqa: E402
     evaluate_rank,
     features_to_rank,
@@ -97,12 +97,12 @@ def _phase(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
     for _ in range(repeats):
         out = None
         reset_peak()
-        start_rss = _status("VmRSS")
+        start_rss = self_status_bytes("VmRSS")
         t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-        peak = _status("VmHWM")
+        peak = self_status_bytes("VmHWM")
         peaks.append(peak)
         above.append(peak - start_rss)
     return {"wall_s_median": statistics.median(walls), "wall_s_range": [min(walls), max(walls)],

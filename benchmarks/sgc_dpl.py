@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.reid_eval_scale import _reset_peak, _status_bytes
+from benchmarks.procmon import reset_peak, self_status_bytes
 from fedfr.errors import ConfigError
 from fedfr.reid.data.registry import get_dataset
 from fedfr.reid.data.transforms import ReidTransformConfig
@@ -296,12 +296,12 @@ def run_tables(args: argparse.Namespace) -> int:
 # --- scale ------------------------------------------------------------------------------------
 def _measure(fn) -> tuple[dict[str, float], Any]:
     """Wall time and peak RSS (VmHWM, reset first) of ``fn()``, in MB; returns its result."""
-    _reset_peak()
-    start = _status_bytes("VmRSS")
+    reset_peak()
+    start = self_status_bytes("VmRSS")
     t0 = time.perf_counter()
     out = fn()
     wall = time.perf_counter() - t0
-    peak = _status_bytes("VmHWM")
+    peak = self_status_bytes("VmHWM")
     return {"wall_s": wall, "peak_rss_mb": peak / 2**20,
             "peak_above_start_mb": (peak - start) / 2**20}, out
 

@@ -44,6 +44,30 @@ TRIPLETS = ("soft", "hinge", "none")
 ExtraLoss = Callable[[ReidNet, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
+
+def split_transform_keys(cls: type, values: dict[str, Any],
+                         what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Plain keys (``-`` or ``_``) split into ``cls``'s own fields and ReidTransformConfig's
+    (list values become tuples); an unknown key raises ConfigError naming it and ``what``."""
+    own = {f.name for f in fields(cls)} - {"transform"}
+    tr = {f.name for f in fields(ReidTransformConfig)}
+    mine: dict[str, Any] = {}
+    trans: dict[str, Any] = {}
+    unknown = []
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name in own:
+            mine[name] = value
+        elif name in tr:
+            trans[name] = tuple(value) if isinstance(value, list) else value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {sorted(unknown)}; accepted: "
+                          f"{sorted(own | tr)}")
+    return mine, trans
+
+
 @dataclass
 class ReidTrainConfig:
     """Training switches; the defaults are the thesis's / BoT's values (see the docs).
@@ -109,25 +133,11 @@ class ReidTrainConfig:
         """A config from plain keys (``-`` or ``_``): this class's fields, plus the transform's
         (height, width, flip, pad, erasing, erase-area, erase-ratio, erase-value, normalize).
         Unknown keys raise ConfigError naming them."""
-        own = {f.name for f in fields(cls)} - {"transform"}
-        tr = {f.name for f in fields(ReidTransformConfig)}
-        mine: dict[str, Any] = {}
-        trans: dict[str, Any] = {}
-        unknown = []
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            if name in own:
-                mine[name] = value
-            elif name in tr:
-                trans[name] = tuple(value) if isinstance(value, list) else value
-            else:
-                unknown.append(key)
-        if unknown:
-            raise ConfigError(f"reid training: unknown key(s) {sorted(unknown)}; accepted: "
-                              f"{sorted(own | tr)}")
+        mine, trans = split_transform_keys(cls, values, "reid training")
         if "milestones" in mine:
             mine["milestones"] = tuple(mine["milestones"])
         return cls(transform=ReidTransformConfig(**trans), **mine)
+
 
     def lr_factor(self, epoch: int) -> float:
         """The lr multiple at 0-based ``epoch``: BoT's warm-up times the step decay."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,12 @@ from fedfr.reid.data.records import ReidImage, ReidSplit
 from fedfr.reid.data.transforms import ReidTransformConfig, train_batch
 from fedfr.reid.evaluation import features_to_rank
 from fedfr.reid.models import IdentityClassifier, ReidNet
-from fedfr.reid.training import ReidTrainConfig, train_epochs, train_reid
+from fedfr.reid.training import (
+    ReidTrainConfig,
+    split_transform_keys,
+    train_epochs,
+    train_reid,
+)
 from fedfr.reid.unsup.clustering import (
     MIN_SAMPLES,
     RHO,
@@ -121,20 +126,7 @@ class HSRConfig:
     def from_mapping(cls, values: dict[str, Any]) -> HSRConfig:
         """From plain keys (``-`` or ``_``); transform keys (height, width, ...) go to the
         transform. Unknown keys raise ConfigError naming them."""
-        own = {f.name for f in fields(cls)} - {"transform"}
-        tr = {f.name for f in fields(ReidTransformConfig)}
-        mine, trans, unknown = {}, {}, []
-        for key, value in values.items():
-            name = key.replace("-", "_")
-            if name in own:
-                mine[name] = value
-            elif name in tr:
-                trans[name] = tuple(value) if isinstance(value, list) else value
-            else:
-                unknown.append(key)
-        if unknown:
-            raise ConfigError(f"hsr: unknown key(s) {sorted(unknown)}; accepted: "
-                              f"{sorted(own | tr)}")
+        mine, trans = split_transform_keys(cls, values, "hsr")
         return cls(transform=ReidTransformConfig(**trans), **mine)
 
     def ablation(self, name: str) -> HSRConfig:

@@ -50,7 +50,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.reid_eval_scale import _phase  # noqa: E402
+from benchmarks.reid_eval_scale import measure_phase  # noqa: E402
 from fedfr.reid.data.registry import get_dataset  # noqa: E402
 from fedfr.reid.data.transforms import ReidTransformConfig  # noqa: E402
 from fedfr.reid.evaluation import jaccard_distance_dense  # noqa: E402
@@ -313,8 +313,8 @@ def run_scale(s: dict[str, Any], chunk: int) -> dict[str, Any]:
         g = jaccard_graph(x, chunk=chunk)
         return g, dbscan_labels(g, 4)
 
-    out["phases"]["dense_reference"], (jac, eps_d, lab_d) = _phase(dense, 1)
-    out["phases"]["streamed_same_n"], (g, lab_s) = _phase(sparse, 1)
+    out["phases"]["dense_reference"], (jac, eps_d, lab_d) = measure_phase(dense, 1)
+    out["phases"]["streamed_same_n"], (g, lab_s) = measure_phase(sparse, 1)
     out["phases"]["streamed_same_n"]["wall_ratio_to_dense"] = (
         out["phases"]["streamed_same_n"]["wall_s_median"]
         / out["phases"]["dense_reference"]["wall_s_median"])
@@ -331,7 +331,7 @@ def run_scale(s: dict[str, Any], chunk: int) -> dict[str, Any]:
             g = jaccard_graph(xf, chunk=chunk)
             return g, dbscan_labels(g, 4)
 
-        ph, (gb, lab) = _phase(big, 1)
+        ph, (gb, lab) = measure_phase(big, 1)
         ph.update(n=size, eps=gb.eps, edges=int(gb.rows.size), pairs_kept_max=gb.pairs_kept_max,
                   clusters=int(lab.max()) + 1, outliers=int((lab < 0).sum()),
                   dense_matrix_mb=size * size * 8 / 2**20)

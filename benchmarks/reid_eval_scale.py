@@ -91,7 +91,7 @@ def market_like(p: dict[str, Any], seed: int = 0, cam_shift: float = 0.35) -> di
 
 
 # --- timing ---------------------------------------------------------------------------------
-def _phase(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
+def measure_phase(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, Any], Any]:
     walls, cpus, peaks, above = [], [], [], []
     out = None
     for _ in range(repeats):
@@ -117,18 +117,18 @@ def run(p: dict[str, Any], chunk: int, seed: int = 0) -> dict[str, Any]:
     labels = (data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"])
     rep = p["repeats"]
     phases: dict[str, Any] = {}
-    phases["floor"], _ = _phase(lambda: torch.mm(qf, gf.t()), rep)
-    phases["features_to_rank"], res = _phase(
+    phases["floor"], _ = measure_phase(lambda: torch.mm(qf, gf.t()), rep)
+    phases["features_to_rank"], res = measure_phase(
         lambda: features_to_rank(qf, gf, *labels, chunk=chunk), rep)
     dist = torch.addmm((qf * qf).sum(1)[:, None] + (gf * gf).sum(1)[None, :], qf, gf.t(),
                        alpha=-2.0)
-    phases["evaluate_rank_on_distmat"], res2 = _phase(
+    phases["evaluate_rank_on_distmat"], res2 = measure_phase(
         functools.partial(evaluate_rank, dist, *labels, chunk=chunk), rep)
     del dist
-    phases["re_ranking"], rr = _phase(
+    phases["re_ranking"], rr = measure_phase(
         lambda: evaluate_rank(re_ranking(qf, gf, chunk=chunk), *labels, chunk=chunk),
         p["rerank_repeats"])
-    phases["reranked_rank"], rr2 = _phase(
+    phases["reranked_rank"], rr2 = measure_phase(
         lambda: reranked_rank(qf, gf, *labels, chunk=chunk), p["rerank_repeats"])
     floor = phases["floor"]
     for name in ("features_to_rank", "evaluate_rank_on_distmat", "re_ranking", "reranked_rank"):

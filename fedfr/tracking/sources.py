@@ -90,11 +90,11 @@ class ImageFolderSource(Source):
     def frames(self) -> Iterator[Frame]:
         files = self.files if self.max_frames is None else self.files[: self.max_frames]
         for index, path in files:
-            image = _read_image(path) if self.load_images else None
+            image = read_image(path) if self.load_images else None
             yield Frame(self.camera, index, image, time.time(), (index - 1) / self.frame_rate)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
     try:

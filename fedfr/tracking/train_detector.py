@@ -23,7 +23,7 @@ import numpy as np
 from fedfr.errors import ConfigError, DataFormatError
 from fedfr.tracking.detection import TORCHVISION_ARCHS, TorchvisionDetector
 from fedfr.tracking.motchallenge import PEDESTRIAN, read_ground_truth, rows_by_frame
-from fedfr.tracking.sources import ImageFolderSource, _read_image
+from fedfr.tracking.sources import ImageFolderSource, read_image
 
 
 def load_samples(seq_dirs: Sequence[str | Path], min_visibility: float = 0.0
@@ -73,7 +73,7 @@ def train_detector(samples: Sequence[tuple[Path, np.ndarray]], arch: str = TORCH
         images, targets = [], []
         for i in idx:
             path, boxes = samples[int(i)]
-            img = torch.from_numpy(np.ascontiguousarray(_read_image(path))).permute(2, 0, 1)
+            img = torch.from_numpy(np.ascontiguousarray(read_image(path))).permute(2, 0, 1)
             images.append(img.to(device, torch.float32).div_(255.0))
             targets.append({"boxes": torch.as_tensor(boxes, device=device).reshape(-1, 4),
                             "labels": torch.ones(len(boxes), dtype=torch.int64, device=device)})

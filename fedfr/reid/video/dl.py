@@ -43,8 +43,7 @@ import numpy as np
 from fedfr.errors import ConfigError, DataFormatError
 from fedfr.reid.data.records import FrameTruth, Tracklet
 from fedfr.tracking.detection import Detections, Detector
-from fedfr.tracking.sources import Frame
-from fedfr.tracking.sources import _read_image as read_image
+from fedfr.tracking.sources import Frame, read_image
 
 PERSON = 1
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels

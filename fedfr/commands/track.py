@@ -2,7 +2,7 @@
 
     fedfr track --scene DIR | --seq DIR [--seq DIR ...] | --synthetic  --out DIR
                 [--detector det|gt-noise|PATH] [--embedder colour-hist|CKPT]
-                [--topology FILE] [--realtime]
+                [--topology FILE] [--realtime] [--backend threads|ray [--ray-address A]]
 
 Cameras: ``--scene`` (a folder of MOTChallenge sequences, e.g. written by
 ``python -m fedfr.tracking.scene``; its gt ids are global), ``--seq`` (sequence folders; gt ids
@@ -66,6 +66,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exit-after", type=int, default=None,
                    help="frames unseen before a track exits (default: BYTE's max_time_lost)")
     p.add_argument("--min-visibility", type=float, default=0.0, help="evaluation")
+    r = p.add_argument_group("backend")
+    r.add_argument("--backend", default="threads", choices=("threads", "ray"),
+                   help="threads (one process) or ray: one actor per camera, a shared re-ID "
+                        "batcher, a named gallery actor (docs/tracking.md, Ray)")
+    r.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (auto or host:port; default: a local Ray)")
+    r.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    r.add_argument("--ray-pin-cameras", action="store_true",
+                   help="camera C runs on a node with the custom resource camera:C")
 
 
 def _size(text: str, what: str) -> tuple[int, int]:
@@ -147,6 +156,10 @@ def main(args: argparse.Namespace) -> int:
     from fedfr.tracking.pipeline import TrackingConfig, run_tracking, write_report, write_table
     from fedfr.tracking.sources import FeedConfig, ImageFolderSource
 
+    if args.backend != "ray" and (args.ray_address or args.ray_num_cpus
+                                  or args.ray_pin_cameras):
+        raise ConfigError("--ray-address / --ray-num-cpus / --ray-pin-cameras need "
+                          "--backend ray")
     args.out.mkdir(parents=True, exist_ok=True)
     seqs, global_gt = _sequences(args)
     names = set()
@@ -175,8 +188,17 @@ def main(args: argparse.Namespace) -> int:
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)
     gt = {s.camera: s.info.root / "gt" / "gt.txt" for s in sources
           if (s.info.root / "gt" / "gt.txt").is_file()}
-    result = run_tracking(sources, detector, embedder, args.out, config, topology,
-                          ground_truth=gt, global_ground_truth=global_gt)
+    if args.backend == "ray":
+        from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
+
+        options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
+                             pin_cameras=args.ray_pin_cameras)
+        result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
+                                  ground_truth=gt, global_ground_truth=global_gt,
+                                  options=options)
+    else:
+        result = run_tracking(sources, detector, embedder, args.out, config, topology,
+                              ground_truth=gt, global_ground_truth=global_gt)
     write_report(result, args.out)
     rep = result.report
     for c in rep.frames:

@@ -65,6 +65,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttl", type=float, default=120.0, help="gallery entry lifetime, seconds")
     g.add_argument("--exit-after", type=int, default=None,
                    help="frames unseen before a track exits (default: BYTE's max_time_lost)")
+    g.add_argument("--live-matching", action="store_true",
+                   help="also match tracks in view across cameras with overlapping views "
+                        "(not in the thesis; docs/tracking.md, Overlapping views)")
+    g.add_argument("--no-exit-matching", action="store_true",
+                   help="tracks do not query the exited tracks (with --live-matching: live "
+                        "matching alone)")
+    g.add_argument("--live-threshold", type=float, default=None,
+                   help="max cosine distance of a live match (default --gallery-threshold)")
+    g.add_argument("--live-interval", type=int, default=None,
+                   help="frames between live queries (default --query-interval)")
     p.add_argument("--min-visibility", type=float, default=0.0, help="evaluation")
     r = p.add_argument_group("backend")
     r.add_argument("--backend", default="threads", choices=("threads", "ray"),
@@ -182,7 +192,10 @@ def main(args: argparse.Namespace) -> int:
         tracker=ByteTrackConfig(track_thresh=args.track_thresh, match_thresh=args.match_thresh,
                                 track_buffer=args.track_buffer),
         gallery=GalleryConfig(threshold=args.gallery_threshold, ttl=args.ttl,
-                              query_interval=args.query_interval),
+                              query_interval=args.query_interval, live=args.live_matching,
+                              exits=not args.no_exit_matching,
+                              live_threshold=args.live_threshold,
+                              live_interval=args.live_interval),
         exit_after=args.exit_after, crop_size=crop,
         feed=FeedConfig(realtime=args.realtime, queue_size=args.queue_size),
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)

@@ -76,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--live-interval", type=int, default=None,
                    help="frames between live queries (default --query-interval)")
     p.add_argument("--min-visibility", type=float, default=0.0, help="evaluation")
+    p.add_argument("--hota", action="store_true",
+                   help="also HOTA per camera and multi-camera (needs the package trackeval), "
+                        "written to OUT/hota.md")
     r = p.add_argument_group("backend")
     r.add_argument("--backend", default="threads", choices=("threads", "ray"),
                    help="threads (one process) or ray: one actor per camera, a shared re-ID "
@@ -170,6 +173,10 @@ def main(args: argparse.Namespace) -> int:
                                   or args.ray_pin_cameras):
         raise ConfigError("--ray-address / --ray-num-cpus / --ray-pin-cameras need "
                           "--backend ray")
+    if args.hota:
+        from fedfr.tracking.hota import require_trackeval
+
+        require_trackeval()  # before the run, not after it
     args.out.mkdir(parents=True, exist_ok=True)
     seqs, global_gt = _sequences(args)
     names = set()
@@ -223,6 +230,11 @@ def main(args: argparse.Namespace) -> int:
     if result.table:
         _, md = write_table(result.table, args.out)
         print(md.read_text(), end="")
+    if args.hota and gt:
+        from fedfr.tracking.hota import hota_table, write_hota_table
+
+        rows = hota_table(result.results, gt, result.spans, global_gt, args.min_visibility)
+        print(write_hota_table(rows, args.out).read_text(), end="")
     if any(math.isnan(v) for v in rep.fps.values()):
         log.warning("some cameras processed no frames")
     print(f"results in {args.out}")

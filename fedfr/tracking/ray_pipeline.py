@@ -119,9 +119,15 @@ class CameraStage:
         self.crop_size = tuple(crop_size)
         cfg = ByteTrackConfig(**{**asdict(tracker), "frame_rate": float(source.frame_rate)})
         self.worker = CameraWorker(self.camera, ByteTracker(cfg))
-        self.feed = MultiCameraFeed([source], feed).start()
+        self.feed = MultiCameraFeed([source], feed)
         self._ticks = self.feed.ticks()
         self.detect_s = 0.0
+
+    def start(self) -> str:
+        """Start the reader thread (the driver starts every camera once all stages exist, so
+        real-time readers begin pacing together)."""
+        self.feed.start()
+        return self.camera
 
     def step(self) -> CameraStep | None:
         """Process the next frame (None when the camera has ended or failed)."""
@@ -382,8 +388,11 @@ def run_tracking_staged(sources: Sequence[Source], detector: Detector, embedder,
     gallery = ex.actor(GalleryStage, cfg.gallery, topology, exit_after,
                        options=opts("gallery"))
     live = list(cameras)
-    t0 = time.perf_counter()
-    try:
+    try:  # every stage up (Ray starts worker processes lazily), then the clock and the readers
+        ex.get([ex.call(batcher, "counters"), ex.call(gallery, "events"),
+                *(ex.call(stages[c], "summary") for c in cameras)])
+        t0 = time.perf_counter()
+        ex.get([ex.call(stages[c], "start") for c in cameras])
         while live:
             got = ex.get([ex.call(stages[c], "step") for c in live])
             steps = [s for s in got if s is not None]

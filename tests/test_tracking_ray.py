@@ -41,21 +41,38 @@ def _texts(out):
 
 
 def test_staged_pipeline_in_process_equals_the_threaded_one(scene, tmp_path):
-    sources, det, gt, cfg = _inputs(scene)
-    ref = run_tracking(sources, det, ColourHistogramEmbedder(), tmp_path / "thr", cfg,
-                       ground_truth=gt, global_ground_truth=True)
-    sources, det, gt, cfg = _inputs(scene)
+    sources, det, _, cfg = _inputs(scene)
+    ref = run_tracking(sources, det, ColourHistogramEmbedder(), tmp_path / "thr", cfg)
+    sources, det, _, cfg = _inputs(scene)
     ticks = []
     res = run_tracking_staged(sources, det, ColourHistogramEmbedder(), tmp_path / "stg", cfg,
-                              ground_truth=gt, global_ground_truth=True,
                               executor=LocalExecutor(), on_tick=lambda s, g: ticks.append(s))
     assert ref.matches > 0 and res.matches == ref.matches  # the gallery did link people
     assert _texts(tmp_path / "stg") == _texts(tmp_path / "thr")  # same boxes, same global ids
     assert res.report.frames == ref.report.frames == dict.fromkeys(CAMS, 30)
     assert len(ticks) == 30 and all(len(s) == 3 for s in ticks)
-    assert [(r["method"], r["camera"], r["idf1"]) for r in res.table] == \
-        [(r["method"], r["camera"], r["idf1"]) for r in ref.table]
     assert res.nodes == dict.fromkeys(CAMS)  # in-process: no Ray node
+
+
+def test_staged_evaluation_table_and_early_end(scene, tmp_path):
+    """A camera that ends early leaves the others going; the evaluation table is run_tracking's
+    (same rows, same scores)."""
+    def run(fn, out, **kw):
+        sources, det, _, cfg = _inputs(scene)
+        sources = [ImageFolderSource(scene / c, max_frames=8 if c == "c002" else 14)
+                   for c in CAMS]
+        return fn(sources, det, ColourHistogramEmbedder(), out, cfg, **kw)
+
+    gt = {c: scene / c / "gt" / "gt.txt" for c in CAMS}
+    ref = run(run_tracking, tmp_path / "thr", ground_truth=gt, global_ground_truth=True)
+    res = run(run_tracking_staged, tmp_path / "stg", ground_truth=gt, global_ground_truth=True,
+              executor=LocalExecutor())
+    assert res.report.frames == ref.report.frames == {"c001": 14, "c002": 8, "c003": 14}
+    assert _texts(tmp_path / "stg") == _texts(tmp_path / "thr")
+    assert res.spans == ref.spans and len(res.table) == 8  # 2 methods x (3 cameras + multi)
+    scores = [repr((r["method"], r["camera"], r["idf1"], r["mota"])) for r in ref.table]
+    assert [repr((r["method"], r["camera"], r["idf1"], r["mota"])) for r in res.table] == scores
+    assert any("nan" not in x and "multi-camera" in x for x in scores)
 
 
 def test_backend_flag_rejects_ray_options_without_ray_backend(scene, tmp_path, capsys):

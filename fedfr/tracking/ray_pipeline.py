@@ -227,7 +227,9 @@ class LocalExecutor:
         return refs
 
     def kill(self, handle: Any) -> None:
-        pass
+        """Stop a camera stage's reader thread (also after an error)."""
+        if isinstance(handle, CameraStage):
+            handle.feed.stop()
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     fedfr track --scene DIR | --seq DIR [--seq DIR ...] | --synthetic  --out DIR
                 [--detector det|gt-noise|PATH] [--embedder colour-hist|CKPT]
-                [--topology FILE] [--realtime]
+                [--topology FILE] [--realtime] [--backend threads|ray [--ray-address A]]
 
 Cameras: ``--scene`` (a folder of MOTChallenge sequences, e.g. written by
 ``python -m fedfr.tracking.scene``; its gt ids are global), ``--seq`` (sequence folders; gt ids
@@ -65,7 +65,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttl", type=float, default=120.0, help="gallery entry lifetime, seconds")
     g.add_argument("--exit-after", type=int, default=None,
                    help="frames unseen before a track exits (default: BYTE's max_time_lost)")
+    g.add_argument("--live-matching", action="store_true",
+                   help="also match tracks in view across cameras with overlapping views "
+                        "(not in the thesis; docs/tracking.md, Overlapping views)")
+    g.add_argument("--no-exit-matching", action="store_true",
+                   help="tracks do not query the exited tracks (with --live-matching: live "
+                        "matching alone)")
+    g.add_argument("--live-threshold", type=float, default=None,
+                   help="max cosine distance of a live match (default --gallery-threshold)")
+    g.add_argument("--live-interval", type=int, default=None,
+                   help="frames between live queries (default --query-interval)")
     p.add_argument("--min-visibility", type=float, default=0.0, help="evaluation")
+    p.add_argument("--hota", action="store_true",
+                   help="also HOTA per camera and multi-camera (needs the package trackeval), "
+                        "written to OUT/hota.md")
+    r = p.add_argument_group("backend")
+    r.add_argument("--backend", default="threads", choices=("threads", "ray"),
+                   help="threads (one process) or ray: one actor per camera, a shared re-ID "
+                        "batcher, a named gallery actor (docs/tracking.md, Ray)")
+    r.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (auto or host:port; default: a local Ray)")
+    r.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    r.add_argument("--ray-pin-cameras", action="store_true",
+                   help="camera C runs on a node with the custom resource camera:C")
 
 
 def _size(text: str, what: str) -> tuple[int, int]:
@@ -147,6 +169,14 @@ def main(args: argparse.Namespace) -> int:
     from fedfr.tracking.pipeline import TrackingConfig, run_tracking, write_report, write_table
     from fedfr.tracking.sources import FeedConfig, ImageFolderSource
 
+    if args.backend != "ray" and (args.ray_address or args.ray_num_cpus
+                                  or args.ray_pin_cameras):
+        raise ConfigError("--ray-address / --ray-num-cpus / --ray-pin-cameras need "
+                          "--backend ray")
+    if args.hota:
+        from fedfr.tracking.hota import require_trackeval
+
+        require_trackeval()  # before the run, not after it
     args.out.mkdir(parents=True, exist_ok=True)
     seqs, global_gt = _sequences(args)
     names = set()
@@ -169,14 +199,26 @@ def main(args: argparse.Namespace) -> int:
         tracker=ByteTrackConfig(track_thresh=args.track_thresh, match_thresh=args.match_thresh,
                                 track_buffer=args.track_buffer),
         gallery=GalleryConfig(threshold=args.gallery_threshold, ttl=args.ttl,
-                              query_interval=args.query_interval),
+                              query_interval=args.query_interval, live=args.live_matching,
+                              exits=not args.no_exit_matching,
+                              live_threshold=args.live_threshold,
+                              live_interval=args.live_interval),
         exit_after=args.exit_after, crop_size=crop,
         feed=FeedConfig(realtime=args.realtime, queue_size=args.queue_size),
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)
     gt = {s.camera: s.info.root / "gt" / "gt.txt" for s in sources
           if (s.info.root / "gt" / "gt.txt").is_file()}
-    result = run_tracking(sources, detector, embedder, args.out, config, topology,
-                          ground_truth=gt, global_ground_truth=global_gt)
+    if args.backend == "ray":
+        from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
+
+        options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
+                             pin_cameras=args.ray_pin_cameras)
+        result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
+                                  ground_truth=gt, global_ground_truth=global_gt,
+                                  options=options)
+    else:
+        result = run_tracking(sources, detector, embedder, args.out, config, topology,
+                              ground_truth=gt, global_ground_truth=global_gt)
     write_report(result, args.out)
     rep = result.report
     for c in rep.frames:
@@ -188,6 +230,11 @@ def main(args: argparse.Namespace) -> int:
     if result.table:
         _, md = write_table(result.table, args.out)
         print(md.read_text(), end="")
+    if args.hota and gt:
+        from fedfr.tracking.hota import hota_table, write_hota_table
+
+        rows = hota_table(result.results, gt, result.spans, global_gt, args.min_visibility)
+        print(write_hota_table(rows, args.out).read_text(), end="")
     if any(math.isnan(v) for v in rep.fps.values()):
         log.warning("some cameras processed no frames")
     print(f"results in {args.out}")

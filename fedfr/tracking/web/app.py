@@ -32,7 +32,7 @@ BOUNDARY = "frame"
 
 
 def create_app(view: LiveView, max_fps: float = 15.0, status_every: float = 1.0,
-               poll_s: float = 0.05):
+               poll_s: float = 0.05, resend_s: float = 1.0):
     """The FastAPI app. ``app.state.stopping`` (a threading.Event) ends open streams and
     WebSockets when set (server shutdown)."""
     app = FastAPI(title="fedfr track", docs_url=None, redoc_url=None, openapi_url=None)
@@ -94,16 +94,20 @@ def create_app(view: LiveView, max_fps: float = 15.0, status_every: float = 1.0,
         known(camera)
 
         async def parts():
-            sent, gap = -1, 1.0 / max_fps
+            # each part is closed by the next boundary at once, and the newest frame is sent
+            # again every ``resend_s`` when nothing new came (a paused or finished run):
+            # browsers show a part only once more of the stream has arrived
+            sent, gap, last = -1, 1.0 / max_fps, 0.0
+            loop = asyncio.get_running_loop()
+            yield f"--{BOUNDARY}\r\n".encode()
             while not stopping.is_set():
                 shot = view.latest(camera)
-                if shot is not None and shot.seq != sent:
+                if shot is not None and (shot.seq != sent or loop.time() - last > resend_s):
                     got = await asyncio.to_thread(view.jpeg, camera)
                     if got is not None:
-                        sent = got[0]
-                        yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                               f"Content-Length: {len(got[1])}\r\n\r\n").encode() \
-                            + got[1] + b"\r\n"
+                        sent, last = got[0], loop.time()
+                        yield (f"Content-Type: image/jpeg\r\nContent-Length: {len(got[1])}"
+                               "\r\n\r\n").encode() + got[1] + f"\r\n--{BOUNDARY}\r\n".encode()
                         await asyncio.sleep(gap)
                         continue
                 await asyncio.sleep(poll_s)
@@ -157,7 +161,7 @@ table{border-collapse:collapse} td,th{padding:2px 8px;border-bottom:1px solid #3
 
 def _identity_items(view: LiveView) -> str:
     items = []
-    for ident in view.gallery():
+    for ident in sorted(view.gallery(), key=lambda i: i["global_id"]):
         cams = ", ".join(f"{html.escape(c)} (tracks {', '.join(map(str, r['tracks']))})"
                          for c, r in ident["cameras"].items())
         items.append(f"<li id='g{ident['global_id']}'>G{ident['global_id']}: {cams}</li>")
@@ -206,6 +210,7 @@ function showStatus(s) {{
 }}
 async function refreshIdentities() {{
   const ids = await (await fetch('/api/gallery')).json();
+  ids.sort((a, b) => a.global_id - b.global_id);
   document.getElementById('identities').innerHTML = ids.map(i => `<li id="g${{i.global_id}}">` +
     `G${{i.global_id}}: ` + Object.entries(i.cameras).map(([c, r]) =>
       `${{c}} (tracks ${{r.tracks.join(', ')}})`).join(', ') + '</li>').join('');

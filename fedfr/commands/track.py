@@ -52,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reid-name", default=None, help="model name for a bare state-dict file")
     p.add_argument("--crop-size", default=None,
                    help="re-ID crop HxW (default 128x64 colour-hist, 256x128 a model)")
+    p.add_argument("--clip-every", type=int, default=1,
+                   help="re-ID: one 4-frame clip per N*4 frames of a track (1: every frame)")
     p.add_argument("--topology", type=Path, help="camera topology JSON (links, transit windows)")
     p.add_argument("--realtime", action="store_true",
                    help="real-time mode: paced readers, drop-oldest queues, drops counted")
@@ -181,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
                                 track_buffer=args.track_buffer),
         gallery=GalleryConfig(threshold=args.gallery_threshold, ttl=args.ttl,
                               query_interval=args.query_interval),
-        exit_after=args.exit_after, crop_size=crop,
+        exit_after=args.exit_after, crop_size=crop, clip_every=args.clip_every,
         feed=FeedConfig(realtime=args.realtime, queue_size=args.queue_size),
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)
     gt = {s.camera: s.info.root / "gt" / "gt.txt" for s in sources

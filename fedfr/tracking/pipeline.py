@@ -136,6 +136,8 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     cfg = config or TrackingConfig()
     if not sources:
         raise ConfigError("tracking: no cameras given")
+    if cfg.clip_every < 1:
+        raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
     out = Path(out)
     (out / MOTION_ONLY).mkdir(parents=True, exist_ok=True)
     cameras = [s.camera for s in sources]
@@ -159,7 +161,7 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     first: dict[str, int] = {}
     last: dict[str, int] = {}
 
-    period = cfg.clip_len * max(1, cfg.clip_every)
+    period = cfg.clip_len * cfg.clip_every
 
     def clips(frame: Frame, tracks: list[TrackOutput]) -> None:
         if period > cfg.clip_len:  # a clip of the track's next clip_len frames, then a pause

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -46,14 +47,17 @@ from fedfr.tracking.sources import FeedConfig, ImageFolderSource
 ROOT = Path(__file__).resolve().parents[1]
 MOT17_MINI = ROOT.parent / "shared" / "data" / "mot" / "MOT17-mini"
 COLUMNS = ("data", "detector", "embedder", "clip_every", "mode", "streams", "fps", "cpu_fps",
-           "lat_p50_ms", "lat_p95_ms", "dropped", "idf1", "mc_idf1", "mc_idf1_motion", "load")
+           "lat_p50_ms", "lat_p95_ms", "dropped", "matches", "idf1", "mc_idf1", "mc_idf1_motion",
+           "load")
 
 
-def scene(work: Path, setup: str, frames: int, fps: float = 25.0) -> Path:
-    """The synthetic scene (3 cameras, 640 x 480), written once under ``work`` and reused."""
-    out = work / f"scene-{setup}-{frames}f-{fps:g}fps"
+def scene(work: Path, setup: str, frames: int, fps: float = 25.0,
+          size: tuple[int, int] = (640, 480)) -> Path:
+    """The synthetic scene (3 cameras), written once under ``work`` and reused."""
+    out = work / f"scene-{setup}-{frames}f-{fps:g}fps-{size[0]}x{size[1]}"
     if not (out / "c001" / "seqinfo.ini").is_file():
-        write_scene(SceneSpec(setup=setup, frames=frames, frame_rate=fps), out)
+        write_scene(SceneSpec(setup=setup, frames=frames, frame_rate=fps, width=size[0],
+                              height=size[1]), out)
     return out
 
 
@@ -74,7 +78,7 @@ def embedder(name: str):
 
 def run_case(seqs: list[Path], out: Path, *, emb: str, realtime: bool = False,
              detector: str = "det", global_gt: bool = True, max_frames: int | None = None,
-             clip_every: int = 1, web: bool = False) -> dict:
+             clip_every: int = 1, web: bool = False, topology: Path | None = None) -> dict:
     """One pass over ``seqs``; the table row (means over cameras)."""
     sources = [ImageFolderSource(s, max_frames=max_frames) for s in seqs]
     if detector == "det":
@@ -97,7 +101,12 @@ def run_case(seqs: list[Path], out: Path, *, emb: str, realtime: bool = False,
 
         observers.append(LiveView())
     load0, cpu0 = os.getloadavg()[0], time.process_time()
-    res = run_tracking(sources, det, model, out, cfg, observers=observers)
+    topo = None
+    if topology is not None:
+        from fedfr.tracking.gallery import Topology
+
+        topo = Topology.load(topology)
+    res = run_tracking(sources, det, model, out, cfg, topo, observers=observers)
     cpu_s = time.process_time() - cpu0
     load1 = os.getloadavg()[0]
     if gt:
@@ -151,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="60 frames, no real detector (a smoke run, numbers not for docs)")
     ap.add_argument("--no-detector", action="store_true", help="skip the torchvision rows")
     ap.add_argument("--detector-frames", type=int, default=20)
+    ap.add_argument("--only", choices=("all", "speed", "gallery"), default="all",
+                    help="speed: the FPS rows; gallery: appearance vs motion-only rows")
     args = ap.parse_args(argv)
     import torch
 
@@ -168,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown([row]).splitlines()[-1], flush=True)
 
     print(markdown([]), end="")
+    if args.only in ("all", "gallery"):
+        gallery_rows(add, work, 100 if args.quick else 300)
+    if args.only == "gallery":
+        return finish(args, rows, frames, t0)
     over = scene(work, "overlapping", frames)
     disj = scene(work, "disjoint", frames)
     cams = ["c001", "c002", "c003"]
@@ -197,13 +212,65 @@ def main(argv: list[str] | None = None) -> int:
                  "embedder": "small_reid", "clip_every": 4}, [over / c for c in cams[:n]],
                 f"frcnn-{n}", emb="small_reid", detector=arch,
                 max_frames=args.detector_frames, clip_every=4)
+    return finish(args, rows, frames, t0)
+
+
+def gallery_rows(add, work: Path, frames: int) -> None:
+    """Appearance matching against the motion-only baseline (same pass, same detections) on
+    the disjoint corridor at 10 FPS (the set-up the thesis's exit-gallery is made for; people
+    take 1-16 s between cameras), with and without its topology file."""
+    disj = scene(work, "disjoint", frames, fps=10.0, size=(480, 360))
+    seqs = [disj / c for c in ("c001", "c002", "c003")]
+    for emb in ("colour-hist", "small_reid"):
+        for topo in (True, False):
+            add({"data": "disjoint corridor 10 FPS" + (" + topology" if topo else ""),
+                 "detector": "det.txt", "embedder": emb, "clip_every": 1}, seqs,
+                f"corridor-{emb}-{int(topo)}", emb=emb,
+                topology=disj / "topology.json" if topo else None)
+
+
+def web_view_cost(frames: int = 250, tracks: int = 8) -> dict:
+    """CPU cost of the web view: ``LiveView.on_frame`` on the pipeline's thread (per camera
+    frame with ``tracks`` tracks, 3 cameras of 640 x 480) and one annotated JPEG (drawn and
+    encoded when a client asks), microseconds / milliseconds of process CPU time."""
+    from fedfr.tracking.bytetrack import Track, TrackOutput
+    from fedfr.tracking.pipeline import FrameUpdate
+    from fedfr.tracking.sources import Frame
+    from fedfr.tracking.web import LiveView
+
+    view = LiveView()
+    view.on_start(["a", "b", "c"], {c: 25.0 for c in "abc"}, dict)
+    img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    outs = [TrackOutput(i, np.array([10.0 + 70 * i, 50, 40, 100]), 0.9, 0,
+                        Track(np.array([1.0, 1, 1, 1]), 0.9)) for i in range(1, tracks + 1)]
+    ups = [FrameUpdate(Frame(c, k, img, time.time()), outs, {i: i + 100 * j for i in
+                                                             range(1, tracks + 1)}, 0.05)
+           for k in range(1, frames + 1) for j, c in enumerate("abc")]
+    t = time.process_time()
+    for u in ups:
+        view.on_frame(u)
+    per_frame_us = 1e6 * (time.process_time() - t) / len(ups)
+    t = time.process_time()
+    for _ in range(20):
+        view.cameras["a"].jpeg = None
+        view.jpeg("a")
+    return {"on_frame_us": per_frame_us, "jpeg_ms": 1e3 * (time.process_time() - t) / 20}
+
+
+def finish(args, rows: list[dict], frames: int, t0: float) -> int:
+    import torch
+
     env = {"time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
            "load_end": list(os.getloadavg()), "wall_s": time.time() - t0,
-           "command": "python -m benchmarks.tracking " + " ".join(argv or []), "frames": frames}
+           "command": "python -m benchmarks.tracking " + " ".join(sys.argv[1:]),
+           "frames": frames, "web_view": web_view_cost()}
     (args.out / "results.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1,
                                                       default=float) + "\n")
     (args.out / "results.md").write_text(markdown(rows))
+    print(f"web view: LiveView.on_frame {env['web_view']['on_frame_us']:.0f} us of CPU per "
+          f"camera frame (8 tracks); annotated 640 x 480 JPEG {env['web_view']['jpeg_ms']:.1f}"
+          " ms per frame and viewed camera")
     print(f"torch threads {env['torch_threads']}, load average at the end "
           f"{env['load_end'][0]:.1f}; {env['wall_s']:.0f} s; {args.out / 'results.md'}")
     return 0

@@ -204,6 +204,10 @@ def main(args: argparse.Namespace) -> int:
 
 def _serve(args, sources):
     """Start the web view before the run: (server, [its LiveView])."""
+    from fedfr.tracking.optional import optional_import
+
+    for mod in ("fastapi", "uvicorn"):
+        optional_import(mod, "fedfr track --serve", "tracking")
     from fedfr.tracking.web.app import create_app
     from fedfr.tracking.web.server import WebServer
     from fedfr.tracking.web.state import LiveView

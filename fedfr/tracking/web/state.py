@@ -70,8 +70,10 @@ class LiveView(PipelineObserver):
                  crop_every: int = 25, end_after: int = 30, jpeg_quality: int = 80):
         if ring_size < 1 or max_events < 1 or max_identities < 1:
             raise ConfigError("LiveView: ring_size, max_events, max_identities must be >= 1")
-        from prometheus_client import CollectorRegistry, Histogram
+        from fedfr.tracking.optional import optional_import
 
+        prom = optional_import("prometheus_client", "the web view's /metrics", "tracking")
+        CollectorRegistry, Histogram = prom.CollectorRegistry, prom.Histogram  # noqa: N806
         self.ring_size, self.max_identities = ring_size, max_identities
         self.crop_every, self.end_after, self.jpeg_quality = crop_every, end_after, jpeg_quality
         self._lock = threading.Lock()

@@ -136,6 +136,11 @@ bench-speed: $(STAMP)
 bench-speed-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.speed --out $(CURDIR)/outputs/speed --quick
 
+## bench-tracking: fedfr track's FPS per stream (1-3 streams), latency, drops, IDF1 / multi-camera IDF1
+.PHONY: bench-tracking
+bench-tracking: $(STAMP)
+	$(BIN)/python -m benchmarks.tracking --out $(CURDIR)/outputs/bench-tracking
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 

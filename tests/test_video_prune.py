@@ -153,3 +153,31 @@ def test_checkpoint_round_trip_and_errors(tmp_path: Path):
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(DataFormatError, match="not a video re-ID model"):
         load_video_model(tmp_path / "other.pt")
+
+
+@pytest.mark.slow
+def test_prune_command_on_a_video_model(tmp_path: Path, shared_cache: Path, capsys):
+    """``fedfr prune --video`` end to end on synthetic tracklets, with export."""
+    pytest.importorskip("onnxruntime")
+    from fedfr.cli import main
+    from fedfr.reid.data.tracklets import synthetic_tracklets
+
+    cfg = VideoTrainConfig.from_mapping({**TINY, "height": 64, "width": 32,
+                                         "model_kwargs": {"stripes": 8}})
+    split = synthetic_tracklets("synth-mars", shared_cache, num_ids=8)
+    net, _, _ = train_video(split, cfg, epochs=1)
+    model = save_video_model(tmp_path / "ste.pt", net, cfg)
+    out = tmp_path / "pruned"
+    args = ["prune", "--video", str(model), "--video-data", "synth-mars", "--video-root",
+            str(shared_cache), "--num-ids", "8", "--flops", "0.8", "--epochs", "1",
+            "--per-step", "16", "--batches", "1", "--export", "onnx", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["satisfied"] and report["metric"] == "mAP"
+    side = json.loads((out / "export" / "ste_nvan.json").read_text())
+    assert side["meta"]["pruned"]["flops"]["remaining_pct"] <= 80
+    loaded, rec = load_video_model(out / "pruned_model.pt")
+    assert rec["meta"]["train_config"]["model"] == "ste_nvan"
+    assert main(["prune", *args[1:7], "--method", "l1", "--flops", "0.5", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "not supported for video nets" in capsys.readouterr().err

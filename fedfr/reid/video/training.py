@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from fedfr.checkpoint import atomic_save, safe_load
 from fedfr.errors import ConfigError, DataFormatError
@@ -237,6 +238,18 @@ class _Pid:
     pid: int
 
 
+def _clip_batches(ds: VideoClipDataset, batches: list[list[int]], workers: int):
+    """(indices, uint8 clips (B, T, 3, H, W)) per batch, loaded here or by ``workers``
+    DataLoader processes (each with its own frame cache)."""
+    if workers == 0:
+        for b in batches:
+            yield b, torch.stack([ds[i][0] for i in b])
+        return
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=workers)
+    for b, (x, _, _) in zip(batches, loader, strict=True):
+        yield b, x
+
+
 def video_loss(cfg: VideoTrainConfig, logits: Tensor, f: Tensor, y: Tensor
                ) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, ce, triplet): ce_weight * CE_LS(logits (B, C), y) + triplet_weight * batch-hard
@@ -315,8 +328,7 @@ def train_video_epochs(model: VideoReidNet, classifier: IdentityClassifier,
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss ce tri extra correct
         seen = 0
         t0 = time.perf_counter()
-        for idx in sampler.batches():
-            x_u8 = torch.stack([ds[i][0] for i in idx])
+        for idx, x_u8 in _clip_batches(ds, sampler.batches(), cfg.num_workers):
             x = train_clips(x_u8, cfg, generator).to(device)
             y = y_all[idx].to(device)
             with torch.autocast(dev_type, dtype=amp_dtype, enabled=cfg.amp):

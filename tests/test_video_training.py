@@ -129,10 +129,11 @@ def test_table21_helpers(tmp_path: Path):
     assert geometry_kwargs("nvan", "resnet50", 256) == {}
     with pytest.raises(ConfigError, match="height 48"):
         geometry_kwargs("ste_nvan", "small_reid", 48)
-    costs = {n: paper_cost(n) for n in ("nvan", "ste_nvan")}  # ResNet-50 on 'meta'
-    for c in costs.values():  # the counter against Appendix H's analytic GMACs
-        assert c["resnet50_gmac"] == pytest.approx(c["appendix_h_gmac"], rel=0.01)
-    costs["baseline"] = {"resnet50_gmac": 32.43}
+    ste = paper_cost("ste_nvan")  # ResNet-50 on 'meta', beside Appendix H's analytic GMAC
+    assert ste["resnet50_gmac"] == pytest.approx(ste["appendix_h_gmac"], rel=0.01)
+    assert ste["thesis_gflops"] == 16.5 and ste["paper_T"] == 8
+    costs = {"ste_nvan": ste, "nvan": {"resnet50_gmac": 63.56},
+             "baseline": {"resnet50_gmac": 32.43}}
     summary = [{"model": n, "R1_mean": r, "mAP_mean": r} for n, r in
                (("nvan", 50.0), ("ste_nvan", 40.0), ("baseline", 45.0))]
     checks = ordering_checks(summary, costs, "mars-official")

@@ -99,7 +99,7 @@ reid-eval-scale: $(STAMP)
 	  --preset $(or $(PRESET),market) --out $(CURDIR)/outputs/reid_eval_scale
 
 ## video-table21: Table 2.1's rows (baseline, NVAN, + spatial, + temporal, STE-NVAN, CF-AAN) trained
-## on synthetic tracklets (small trunk, 2 seeds, ~20 min on 1 thread), R1 / mAP (mars-official),
+## on synthetic tracklets (small trunk, 1 seed, ~14 min on 1 thread under load; add --seeds 0,1), R1 / mAP (mars-official),
 ## FLOPs beside Appendix H, clip features / s; VIDEO_T21_ARGS adds flags (e.g. --paper mars ...)
 video-table21: $(STAMP)
 	FEDFR_NUM_THREADS=1 nice -n 10 $(BIN)/python -m benchmarks.video_table21 \

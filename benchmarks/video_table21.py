@@ -9,13 +9,15 @@ fedfr's counter, the thesis's GFLOPs and seed-reid.md Appendix H's analytic GMAC
 (small-trunk) model's GMACs at the run's input; and clip features per second on this CPU,
 measured in the same run (every model timed in turn, ``--rounds`` rounds, median).
 
-Synthetic default (CPU, ~20 min on a loaded 2-core machine): ``synth-mars`` with 48 identities
-(24 train / 24 test), 64 x 32 frames (the generator's native size), T = 4, the small trunk,
-16 epochs of 3 P x K = 8 x 4 batches, Adam lr 1e-3 (x0.1 at epoch 12), 2 seeds. At 64 x 32 the
+Synthetic default (CPU, ~14 min per seed on this 2-core machine at load average ~18):
+``synth-mars`` with 48 identities (24 train / 24 test), 64 x 32 frames (the generator's native
+size), T = 4, the small trunk, 16 epochs of 3 P x K = 8 x 4 batches, Adam lr 1e-3 (x0.1 at
+epoch 12), seed 0 (``--seeds 0,1`` for mean +- sd, as in docs/video-reid.md). At 64 x 32 the
 small trunk's attention maps are 16 x 8 and 8 x 4, so S = 8 stripes and 3 CF-AA scales keep the
 thesis's geometry (2 and 1 rows per stripe, a 2 x 1 coarsest axial map).
 
-    FEDFR_NUM_THREADS=1 nice -n 10 python -m benchmarks.video_table21 --out outputs/video-table21
+    FEDFR_NUM_THREADS=1 nice -n 10 python -m benchmarks.video_table21 --out outputs/video-table21 \
+        --seeds 0,1
     python -m benchmarks.video_table21 --paper mars --data-root DATA --device cuda   # thesis run
 
 ``--paper mars|dukev`` uses the thesis's schedule (ResNet-50, 256 x 128, T = 8, Adam 1e-4,
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     "synth-dukev)")
     ap.add_argument("--num-ids", type=int, default=48)
     ap.add_argument("--models", default=",".join(n for n, _ in ROWS))
-    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--seeds", default="0", help="comma-separated (docs: 0,1, ~28 min)")
     ap.add_argument("--input", default="64x32", help="HxW of each frame (synthetic default)")
     ap.add_argument("--clip-len", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=16)

@@ -171,13 +171,18 @@ def test_video_reid_refuses_what_it_does_not_support(video_root: Path, tmp_path:
         resolve({"task": "video-reid", "video-test-clips": "middle"})
     with pytest.raises(ConfigError, match="'video-clip-len': must be > 0"):
         resolve({"task": "video-reid", "video-clip-len": 0})
-    ws = open_video_workspace(resolve(video_config(video_root, tmp_path,
-                                                   **{"video-clients": "market1501"})))
-    with pytest.raises(ConfigError, match="'video-clients': unknown tracklet set 'market1501'"):
-        ws.client(0)
-    ws = open_video_workspace(resolve(video_config(video_root, tmp_path, **{"data-root": ""})))
-    with pytest.raises(ConfigError, match="'data-root': required .* 'mars' named in"):
-        ws.client(0)
+    cfg = resolve(video_config(video_root, tmp_path, **{"video-unseen": "market1501"}))
+    message = "'video-unseen': unknown tracklet set 'market1501'"
+    with pytest.raises(ConfigError, match=message):  # before Flower starts
+        workload.check_config(cfg)
+    with pytest.raises(ConfigError, match=message):  # and where the data is read
+        open_video_workspace(cfg).unseen_splits()
+    cfg = resolve(video_config(video_root, tmp_path, **{"data-root": ""}))
+    message = "'data-root': required .* 'mars' named in 'video-clients'"
+    with pytest.raises(ConfigError, match=message):
+        workload.check_config(cfg)
+    with pytest.raises(ConfigError, match=message):
+        open_video_workspace(cfg).client(0)
 
 
 def test_synthetic_tracklet_sets_differ_in_camera_style(tmp_path: Path) -> None:

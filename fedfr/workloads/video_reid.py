@@ -32,6 +32,7 @@ from fedfr.node_data import NodeDataError
 from fedfr.reid.video import federated as fed
 from fedfr.reid.video.workspace import (
     VideoWorkspace,
+    check_names,
     export_video_nodes,
     open_video_workspace,
     read_node_manifest,
@@ -105,6 +106,7 @@ class VideoReidWorkload(Workload):
             raise ConfigError(f"config 'batch-size' = {cfg.batch_size}: task 'video-reid' needs "
                               f"a multiple of video-instances = {cfg.video_instances} (P x K "
                               "tracklet batches)")
+        check_names(cfg)
         d = cfg.to_dict()
         key = tuple(d[k] for k in MODEL_KEYS)
         if key not in _checked_models:

@@ -79,11 +79,38 @@ def synthetic_spec(cfg: Config, name: str, public: bool = False) -> Any:
                               height=cfg.video_height, width=cfg.video_width)
 
 
+def check_name(cfg: Config, name: str, key: str, data_root: str | None = None) -> None:
+    """ConfigError naming ``key`` when ``name`` is neither a synthetic set nor a registered real
+    one, or is a real one without an absolute ``data-root``."""
+    from fedfr.reid.data.video.registry import list_video_datasets
+
+    if name in SYNTHETIC_SETS:
+        return
+    real = [n for n in list_video_datasets() if not n.startswith("synth-")]
+    if name not in real:
+        raise ConfigError(f"config '{key}': unknown tracklet set {name!r}; expected one of "
+                          f"{sorted(SYNTHETIC_SETS)} or a real video dataset {real}")
+    root = data_root or cfg.data_root
+    if not root:
+        raise ConfigError(f"config 'data-root': required to read the real video dataset "
+                          f"{name!r} named in '{key}' (the folder that holds its own folder, "
+                          "torchreid's layout)")
+    if not Path(root).is_absolute():
+        raise ConfigError(f"config 'data-root': expected an absolute path, got {root!r}")
+
+
+def check_names(cfg: Config) -> None:
+    """Every tracklet set the run names is known (and readable: ``data-root`` for real ones)."""
+    for key in ("video-clients", "video-unseen", "video-public"):
+        for name in names(getattr(cfg, key.replace("-", "_")), key):
+            check_name(cfg, name, key)
+
+
 def read_tracklet_set(cfg: Config, name: str, key: str, data_root: str | None = None,
                       node_dir: str | Path | None = None, split_id: int = 0) -> VideoSplit:
     """One tracklet set of the federation (``key``: the run-config key that named it)."""
     from fedfr.reid.data.tracklets import synthetic_tracklets
-    from fedfr.reid.data.video.registry import get_video_dataset, list_video_datasets
+    from fedfr.reid.data.video.registry import get_video_dataset
 
     if name in SYNTHETIC_SETS:
         base = Path(node_dir) if node_dir is not None else cfg.cache_path
@@ -91,23 +118,13 @@ def read_tracklet_set(cfg: Config, name: str, key: str, data_root: str | None = 
                                     base / "video-synthetic")
         split.name = name
         return split
-    if name not in list_video_datasets() or name.startswith("synth-"):
-        raise ConfigError(f"config '{key}': unknown tracklet set {name!r}; expected one of "
-                          f"{sorted(SYNTHETIC_SETS)} or a real video dataset "
-                          f"{[n for n in list_video_datasets() if not n.startswith('synth-')]}")
-    opts = split_options(name, split_id, cfg.seed)
     if node_dir is not None:
+        check_name(cfg, name, key, str(node_dir))
         root = Path(node_dir) / "data"
     else:
-        root_s = data_root or cfg.data_root
-        if not root_s:
-            raise ConfigError(f"config 'data-root': required to read the real video dataset "
-                              f"{name!r} named in '{key}' (the folder that holds its own "
-                              "folder, torchreid's layout)")
-        if not Path(root_s).is_absolute():
-            raise ConfigError(f"config 'data-root': expected an absolute path, got {root_s!r}")
-        root = Path(root_s)
-    split = get_video_dataset(name, root, **opts)
+        check_name(cfg, name, key, data_root)
+        root = Path(data_root or cfg.data_root)
+    split = get_video_dataset(name, root, **split_options(name, split_id, cfg.seed))
     split.name = name
     return split
 
@@ -216,6 +233,8 @@ class VideoWorkspace:
         return public_tracklets(self.public_split())
 
     def unseen_splits(self) -> list[tuple[str, list[VideoSplit]]]:
+        for n in self.unseen_names:
+            check_name(self.cfg, n, "video-unseen", self.data_root)
         return [(n, [self.dataset(n, "video-unseen", k) for k in range(num_splits(n))])
                 for n in self.unseen_names]
 

@@ -24,7 +24,7 @@ from fedfr.errors import ConfigError
 #: key -> default. Order is the order of the README table.
 DEFAULTS: dict[str, Any] = {
     # --- experiment -------------------------------------------------------------------------
-    "task": "face",  # the workload (fedfr.workloads): face | reid
+    "task": "face",  # the workload (fedfr.workloads): face | reid | video-reid
     "seed": 0,
     "output-dir": "outputs/default",  # relative paths resolve against $FEDFR_HOME (default ~/fedfr)
     "cache-dir": "cache",  # synthetic images and pre-trained checkpoints
@@ -112,6 +112,20 @@ DEFAULTS: dict[str, Any] = {
     "reid-classifier-lr-scale": 10.0,  # classifier lr / backbone lr in local rounds (Sec. 7.7)
     "reid-hn-ratio": 0.25,  # at most ratio x N_l hardest negatives per round; 0 = all above t_HN
     "reid-ap": "noninterp",  # noninterp (torchreid, fast-reid) | trapezoid (Market MATLAB, FedReID)
+    # --- video person re-ID (task = "video-reid", docs/video-reid.md "Federation") ----------
+    # the image re-ID recipe keys (reid-triplet, -margin, -label-smoothing, -erasing,
+    # -pretrain-lr, -warmup-epochs, -classifier-lr-scale, -hn-ratio, -ap, -bn) apply as well
+    "video-clients": "synth-mars,synth-cuhkv,synth-ilidsv",  # one tracklet set per client
+    "video-unseen": "synth-pridv,synth-viperv",  # the generic test sets
+    "video-public": "synth-publicv",  # pre-training, hard negatives and Phi_g
+    "video-synthetic-ids": 32,  # identities per synthetic tracklet set (public: twice)
+    "video-model": "baseline",  # build_video_model name: baseline | nvan | ste_nvan | cf_aan ...
+    "video-backbone": "small_reid",  # the trunk (paper: resnet50)
+    "video-height": 64,  # frame height in pixels (paper: 256)
+    "video-width": 32,  # frame width (paper: 128)
+    "video-clip-len": 4,  # T frames per RRS clip (paper: 8; CF-AAN 6)
+    "video-instances": 4,  # K tracklets per identity in a P x K batch (P = batch-size / K)
+    "video-test-clips": "rrs",  # rrs (one RRS test clip) | all | all_continuous (clips averaged)
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -123,6 +137,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reid-bn": ("average", "local"),
     "reid-triplet": ("soft", "hinge", "none"),
     "reid-ap": ("noninterp", "trapezoid"),
+    "video-test-clips": ("rrs", "all", "all_continuous"),
 }
 
 #: personalised evaluation models: Theta_g, Theta_l, [Theta_l, Pi_l], and the two-stage
@@ -135,6 +150,7 @@ POSITIVE = {
     "local-epochs", "eval-every", "eval-batch-size", "round-timeout", "pretrain-lr",
     "cosface-s", "bce-s", "con-tau", "fedface-steps", "kd-temperature",
     "reid-height", "reid-width", "reid-instances", "reid-pretrain-lr", "reid-classifier-lr-scale",
+    "video-synthetic-ids", "video-height", "video-width", "video-clip-len", "video-instances",
 }
 NON_NEGATIVE = {
     "num-clients", "num-generic-ids", "public-images-per-id", "pretrain-epochs",
@@ -283,6 +299,17 @@ class Config:
     reid_classifier_lr_scale: float
     reid_hn_ratio: float
     reid_ap: str
+    video_clients: str
+    video_unseen: str
+    video_public: str
+    video_synthetic_ids: int
+    video_model: str
+    video_backbone: str
+    video_height: int
+    video_width: int
+    video_clip_len: int
+    video_instances: int
+    video_test_clips: str
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fedfr.errors import ConfigError
 BUILTIN: dict[str, str] = {
     "face": "fedfr.workloads.face:FaceWorkload",
     "reid": "fedfr.workloads.reid:ReidWorkload",
+    "video-reid": "fedfr.workloads.video_reid:VideoReidWorkload",
 }
 
 _REGISTRY: dict[str, object] = {}

@@ -1,0 +1,308 @@
+"""The tracklet sets of a video re-ID federation (``task = "video-reid"``): clients, unseen
+(generic) sets and the public set.
+
+Each client is one tracklet set (a camera network: its train tracklets train, its query /
+gallery is its personalised test); the unseen sets' query / gallery are the generic test; the
+public set (all its tracklets of labelled people, train and test identities) pre-trains
+Theta_g^0 and Phi_g^0 and supplies FedFR's hard negatives. Names:
+
+* synthetic tracklet sets (``SYNTHETIC_SETS``): ``synth-mars`` (the registry's preset: the
+  ``synth-market`` camera style with tracker defects) and the same walks and defects rendered
+  in other ``synthetic.py`` domains' camera styles (``synth-cuhkv``, ``synth-ilidsv``,
+  ``synth-pridv``, ``synth-viperv``, ``synth-publicv``), at ``video-height`` x ``video-width``
+  with ``video-synthetic-ids`` people (the public set twice that), cached under
+  ``<cache-dir>/video-synthetic``;
+* real sets of the video reader registry (``mars``, ``dukemtmcvidreid``, ``ilidsvid``,
+  ``prid2011``) read under ``data-root`` in torchreid's layouts; iLIDS-VID and PRID2011 are
+  evaluated on their 10 splits (PRID's drawn from ``seed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedfr.checkpoint import atomic_write_text
+from fedfr.config import Config
+from fedfr.errors import ConfigError
+from fedfr.face.data.export import NODE_MANIFEST
+from fedfr.node_data import NodeDataError
+from fedfr.reid.data.records import Tracklet, VideoSplit
+from fedfr.reid.workspace import names
+
+#: synthetic tracklet set -> (TrackletSpec preset it starts from, the synthetic.py domain whose
+#: people, cameras and image style it shows); every domain here has at most 6 cameras (MARS names)
+SYNTHETIC_SETS: dict[str, tuple[str, str]] = {
+    "synth-mars": ("synth-mars", "synth-market"),
+    "synth-cuhkv": ("synth-mars", "synth-cuhk"),
+    "synth-ilidsv": ("synth-mars", "synth-ilids"),
+    "synth-pridv": ("synth-mars", "synth-prid"),
+    "synth-viperv": ("synth-mars", "synth-viper"),
+    "synth-publicv": ("synth-mars", "synth-public"),
+}
+NUM_RANDOM_SPLITS = 10
+
+
+def _video_reader(name: str) -> Any:
+    from fedfr.reid.data.video.registry import _REGISTRY
+
+    return _REGISTRY.reader(name)  # ConfigError naming the known sets for an unknown name
+
+
+def split_options(name: str, split_id: int, seed: int) -> dict[str, Any]:
+    """``split_id`` (and ``seed``) for a reader with random splits (iLIDS-VID, PRID2011)."""
+    params = inspect.signature(_video_reader(name)).parameters
+    if "split_id" not in params:
+        return {}
+    return {"split_id": split_id, **({"seed": seed} if "seed" in params else {})}
+
+
+def num_splits(name: str) -> int:
+    """1 for a fixed-split set (synthetic, MARS, DukeV), 10 for iLIDS-VID / PRID2011."""
+    if name in SYNTHETIC_SETS:
+        return 1
+    return NUM_RANDOM_SPLITS if split_options(name, 0, 0) else 1
+
+
+def synthetic_spec(cfg: Config, name: str, public: bool = False) -> Any:
+    """The TrackletSpec of synthetic set ``name`` at the run's size, seed and identity count."""
+    from fedfr.reid.data.tracklets import make_tracklet_spec
+
+    preset, domain = SYNTHETIC_SETS[name]
+    ids = cfg.video_synthetic_ids * (2 if public else 1)
+    return make_tracklet_spec(preset, name=name, domain=domain, seed=cfg.seed, num_ids=ids,
+                              height=cfg.video_height, width=cfg.video_width)
+
+
+def check_name(cfg: Config, name: str, key: str, data_root: str | None = None) -> None:
+    """ConfigError naming ``key`` when ``name`` is neither a synthetic set nor a registered real
+    one, or is a real one without an absolute ``data-root``."""
+    from fedfr.reid.data.video.registry import list_video_datasets
+
+    if name in SYNTHETIC_SETS:
+        return
+    real = [n for n in list_video_datasets() if not n.startswith("synth-")]
+    if name not in real:
+        raise ConfigError(f"config '{key}': unknown tracklet set {name!r}; expected one of "
+                          f"{sorted(SYNTHETIC_SETS)} or a real video dataset {real}")
+    root = data_root or cfg.data_root
+    if not root:
+        raise ConfigError(f"config 'data-root': required to read the real video dataset "
+                          f"{name!r} named in '{key}' (the folder that holds its own folder, "
+                          "torchreid's layout)")
+    if not Path(root).is_absolute():
+        raise ConfigError(f"config 'data-root': expected an absolute path, got {root!r}")
+
+
+def check_names(cfg: Config) -> None:
+    """Every tracklet set the run names is known (and readable: ``data-root`` for real ones)."""
+    for key in ("video-clients", "video-unseen", "video-public"):
+        for name in names(getattr(cfg, key.replace("-", "_")), key):
+            check_name(cfg, name, key)
+
+
+def read_tracklet_set(cfg: Config, name: str, key: str, data_root: str | None = None,
+                      node_dir: str | Path | None = None, split_id: int = 0) -> VideoSplit:
+    """One tracklet set of the federation (``key``: the run-config key that named it)."""
+    from fedfr.reid.data.tracklets import synthetic_tracklets
+    from fedfr.reid.data.video.registry import get_video_dataset
+
+    if name in SYNTHETIC_SETS:
+        base = Path(node_dir) if node_dir is not None else cfg.cache_path
+        split = synthetic_tracklets(synthetic_spec(cfg, name, key == "video-public"),
+                                    base / "video-synthetic")
+        split.name = name
+        return split
+    if node_dir is not None:
+        check_name(cfg, name, key, str(node_dir))
+        root = Path(node_dir) / "data"
+    else:
+        check_name(cfg, name, key, data_root)
+        root = Path(data_root or cfg.data_root)
+    split = get_video_dataset(name, root, **split_options(name, split_id, cfg.seed))
+    split.name = name
+    return split
+
+
+def public_tracklets(split: VideoSplit) -> tuple[list[Tracklet], list[int]]:
+    """Every tracklet of labelled people of the public set (train, then test tracklets with
+    pid > 0) and its class label 0..K_g-1 (train pids first, sorted; test pids after them)."""
+    test = split.test if split.test else split.query + split.gallery
+    recs = list(split.train) + [t for t in test if t.pid > 0]
+    keys = [(0, t.pid) for t in split.train] + [(1, t.pid) for t in recs[len(split.train):]]
+    mapping = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return recs, [mapping[k] for k in keys]
+
+
+def _tracklets_digest(h: Any, tracklets: list[Tracklet], root: Path) -> None:
+    for t in tracklets:
+        rels = []
+        for p in t.paths:
+            try:
+                rels.append(str(Path(p).relative_to(root)))
+            except ValueError:
+                rels.append(Path(p).name)
+        h.update(f"{t.pid}|{t.camid}|{','.join(rels)}\n".encode())
+
+
+@dataclass
+class VideoFederatedSplit:
+    """Which tracklet set plays which role; saved as ``split.json`` next to the report."""
+
+    clients: list[VideoSplit]
+    unseen: list[VideoSplit]
+    public: VideoSplit
+
+    def content(self) -> dict[str, Any]:
+        def one(s: VideoSplit) -> dict[str, Any]:
+            h = hashlib.sha256()
+            for part in ("train", "query", "gallery"):
+                h.update(part.encode())
+                _tracklets_digest(h, getattr(s, part), Path(s.root))
+            return {"name": s.name, "root": str(s.root), "summary": s.summary(),
+                    "records-digest": h.hexdigest()[:16]}
+
+        return {"task": "video-reid", "clients": [one(s) for s in self.clients],
+                "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
+
+    def digest(self) -> str:
+        body = self.content()
+        for d in body["clients"] + body["unseen"] + [body["public"]]:
+            d.pop("root")  # where a copy lives does not change the data
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {"clients": {s.name: s.summary() for s in self.clients},
+                "unseen": {s.name: s.summary() for s in self.unseen},
+                "public": {self.public.name: self.public.summary()}}
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(json.dumps({**self.content(), "digest": self.digest()}, indent=1),
+                          Path(path))
+
+
+class VideoWorkspace:
+    """The tracklet sets of one video federation (each read at most once per process)."""
+
+    def __init__(self, cfg: Config, data_root: str | None = None,
+                 node_dir: str | None = None) -> None:
+        self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
+        self.client_names = names(cfg.video_clients, "video-clients")
+        if 0 < cfg.num_clients < len(self.client_names):
+            self.client_names = self.client_names[:cfg.num_clients]
+        self.unseen_names = names(cfg.video_unseen, "video-unseen")
+        self.public_name = cfg.video_public.strip()
+        if not self.public_name or "," in self.public_name:
+            raise ConfigError(f"config 'video-public': expected one tracklet set name, got "
+                              f"{cfg.video_public!r}")
+        self._splits: dict[str, VideoSplit] = {}
+        self._lock = threading.Lock()
+
+    def dataset(self, name: str, key: str, split_id: int = 0) -> VideoSplit:
+        cache_key = f"{key}:{name}#{split_id}"
+        with self._lock:
+            if cache_key not in self._splits:
+                if self.node_dir is not None and name not in self.node_datasets():
+                    raise NodeDataError(f"{self.node_dir}: this node holds "
+                                        f"{self.node_datasets()}, not {name!r}")
+                self._splits[cache_key] = read_tracklet_set(self.cfg, name, key, self.data_root,
+                                                            self.node_dir, split_id)
+            return self._splits[cache_key]
+
+    def node_datasets(self) -> list[str]:
+        return list(read_node_manifest(self.node_dir)["datasets"]) if self.node_dir else []
+
+    def client_name(self, partition_id: int) -> str:
+        if not 0 <= partition_id < len(self.client_names):
+            raise ConfigError(f"partition-id {partition_id} out of range: video-clients names "
+                              f"{len(self.client_names)} tracklet sets ({self.cfg.video_clients})")
+        return self.client_names[partition_id]
+
+    def client(self, partition_id: int) -> VideoSplit:
+        return self.dataset(self.client_name(partition_id), "video-clients")
+
+    def public_split(self) -> VideoSplit:
+        return self.dataset(self.public_name, "video-public")
+
+    def public(self) -> tuple[list[Tracklet], list[int]]:
+        return public_tracklets(self.public_split())
+
+    def unseen_splits(self) -> list[tuple[str, list[VideoSplit]]]:
+        for n in self.unseen_names:
+            check_name(self.cfg, n, "video-unseen", self.data_root)
+        return [(n, [self.dataset(n, "video-unseen", k) for k in range(num_splits(n))])
+                for n in self.unseen_names]
+
+    @property
+    def split(self) -> VideoFederatedSplit:
+        return VideoFederatedSplit([self.client(i) for i in range(len(self.client_names))],
+                                   [self.dataset(n, "video-unseen") for n in self.unseen_names],
+                                   self.public_split())
+
+
+def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) -> dict[str, Any]:
+    """A node folder's ``node.json`` (NodeDataError naming the path and what is wrong)."""
+    root = Path(node_dir)
+    if not root.is_absolute() or not root.is_dir():
+        raise NodeDataError(f"node-config data-dir {root}: expected an existing absolute folder "
+                            "written by the video re-ID node export")
+    path = root / NODE_MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NodeDataError(f"{path}: unreadable node manifest ({exc})") from exc
+    if doc.get("task") != "video-reid":
+        raise NodeDataError(f"{path}: not a video re-ID node folder (task {doc.get('task')!r})")
+    if partition_id is not None and doc.get("partition-id") != partition_id:
+        raise NodeDataError(f"{path}: holds client {doc.get('partition-id')}'s data, but this "
+                            f"node has partition-id={partition_id}")
+    return doc
+
+
+def export_video_nodes(cfg: Config, out: Path) -> list[Path]:
+    """One folder per client under ``out``: its own tracklet set (and the public one with
+    FedFR), rendered there, and ``node.json``; returns them in partition order."""
+    ws = VideoWorkspace(cfg)
+    dirs = []
+    for i, name in enumerate(ws.client_names):
+        folder = Path(out) / f"client-{i:04d}"
+        wanted = [(name, "video-clients")]
+        if cfg.uses_public_data:
+            wanted.append((ws.public_name, "video-public"))
+        for ds, key in wanted:
+            if ds not in SYNTHETIC_SETS:
+                raise ConfigError(f"video re-ID node export of the real dataset {ds!r} is not "
+                                  "implemented: put a copy under each node's data-dir/data/")
+            read_tracklet_set(cfg, ds, key, node_dir=folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({"task": "video-reid", "partition-id": i,
+                                      "datasets": [d for d, _ in wanted],
+                                      "split-digest": ws.split.digest()}, indent=1),
+                          folder / NODE_MANIFEST)
+        dirs.append(folder)
+    return dirs
+
+
+_WORKSPACES: dict[tuple, VideoWorkspace] = {}
+_WS_LOCK = threading.Lock()
+
+#: run-config keys that determine the data of a video federation
+DATA_KEYS = ("seed", "data-root", "cache-dir", "video-clients", "video-unseen", "video-public",
+             "video-synthetic-ids", "video-height", "video-width", "num-clients")
+
+
+def open_video_workspace(cfg: Config, data_root: str | None = None,
+                         node_dir: str | None = None) -> VideoWorkspace:
+    """The federation's tracklet sets, cached per process by the data settings."""
+    d = cfg.to_dict()
+    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
+    with _WS_LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = _WORKSPACES[key] = VideoWorkspace(cfg, data_root, node_dir)
+    return ws

@@ -77,24 +77,28 @@ class TrackletSpec:
     occlusion_prob: float = 0.25
     truncation_prob: float = 0.25
     jpeg_quality: int = 90
+    num_cams: int | None = None  # the domain's first num_cams cameras (None: all of them)
 
     def digest(self) -> str:
         d = dataclasses.asdict(self)
+        if d["num_cams"] is None:  # keeps the digests (and caches) of specs from before the key
+            del d["num_cams"]
         d["generator_version"] = GENERATOR_VERSION
         d["domain_digest"] = self.domain_spec().digest()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def domain_spec(self) -> syn.DomainSpec:
         extra = self.num_ids + self.distractor_tracklets + self.junk_tracklets
+        cams = {} if self.num_cams is None else {"num_cams": self.num_cams}
         return syn.make_spec(self.domain, seed=self.seed, num_ids=max(2, extra),
-                             height=self.height, width=self.width)
+                             height=self.height, width=self.width, **cams)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "synth-mars": {},
     # DukeV's boxes are hand-drawn: the same walks without tracker defects
     "synth-dukev": dict(domain="synth-duke", misalign_prob=0.0, intruder_prob=0.0,
-                        switch_prob=0.0, junk_tracklets=0, frames=(10, 30)),
+                        switch_prob=0.0, junk_tracklets=0, frames=(10, 30), num_cams=NUM_CAMS),
 }
 
 

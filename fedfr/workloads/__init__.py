@@ -15,6 +15,8 @@ from fedfr.errors import ConfigError
 BUILTIN: dict[str, str] = {
     "face": "fedfr.workloads.face:FaceWorkload",
     "reid": "fedfr.workloads.reid:ReidWorkload",
+    "semi-reid": "fedfr.workloads.semi_reid:SemiReidWorkload",
+    "unsup-reid": "fedfr.workloads.unsup_reid:UnsupReidWorkload",
 }
 
 _REGISTRY: dict[str, object] = {}

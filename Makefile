@@ -11,7 +11,7 @@ NODES  ?= 4
 RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install demo demo-reid reid-benchmark demo-orl ablation personalization hn-sweep ids-per-client split federation \
+.PHONY: install demo demo-reid reid-benchmark fed-unsup demo-orl ablation personalization hn-sweep ids-per-client split federation \
 	eval-scale reid-eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
@@ -67,6 +67,15 @@ REID_BENCH_CONFIG ?= reid-synthetic-ids=40 num-server-rounds=4 pretrain-epochs=8
 reid-benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.reid_benchmark --out $(CURDIR)/outputs/reid-benchmark \
 	  --seeds $(REID_SEEDS) --run-config "cache-dir='$(CACHE)' $(REID_BENCH_CONFIG)"
+
+## fed-unsup: federated SGC-DPL (semi-reid) and HSR (unsup-reid) against source-only, each site
+## alone and the centralised method on the same split, 2 seeds (CSV + markdown);
+## FED_UNSUP_SEEDS / FED_UNSUP_CONFIG override
+FED_UNSUP_SEEDS ?= 0,1
+FED_UNSUP_CONFIG ?=
+fed-unsup: $(STAMP)
+	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.fed_unsup --out $(CURDIR)/outputs/fed-unsup \
+	  --seeds $(FED_UNSUP_SEEDS) --run-config "cache-dir='$(CACHE)' $(FED_UNSUP_CONFIG)"
 
 ## demo-orl: the same on the real ORL faces in ../shared/data/faces/orl
 demo-orl: $(STAMP)

@@ -127,5 +127,45 @@ def test_few_label_tasks_refuse_what_does_not_apply(fu_root: Path, tmp_path: Pat
         resolve({"task": "semi-reid", "semi-clustering": "kmeans"})
     with pytest.raises(ConfigError, match="'unsup-rho': a share of pairs"):
         resolve({"task": "unsup-reid", "unsup-rho": 1.5})
+    with pytest.raises(ConfigError, match="'semi-ratio' = '1/6': site fu-a has 6 training "
+                                          "identities"):
+        semi.open_server_data(resolve(fu_config(fu_root, tmp_path, "semi-reid",
+                                                **{"semi-ratio": "1/6"})))
     # the face digest does not change with the few-label keys at their defaults
     assert "semi-ratio" in resolve({}).to_dict()
+
+
+def test_benchmark_tables_average_over_seeds(tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    from benchmarks.fed_unsup import ROWS, main, markdown, summarise
+
+    runs = pd.DataFrame([{"task": "unsup-reid", "row": row, "seed": seed, "seconds": 1.0,
+                          "mAP": 0.1 * (i + 1) + 0.02 * seed, "rank1": 0.2,
+                          "a.mAP": 0.1, "a.rank1": 0.2, "b.mAP": 0.3, "b.rank1": 0.4}
+                         for seed in (0, 1) for i, row in enumerate(ROWS)])
+    table = summarise(runs)
+    first = table.iloc[0]
+    assert first["row"] == "source only" and first["mAP"] == pytest.approx(0.11)
+    assert first["mAP sd"] == pytest.approx(0.0141421, rel=1e-4)
+    md = markdown(runs, ["a", "b"], "python -m benchmarks.fed_unsup --seeds 0,1", "note")
+    assert "| unsup-reid | source only | 11.0 ± 1.4 | 20.0 ± 0.0 | 10.0 ± 0.0 |" in md
+    assert md.startswith("Command: `python -m benchmarks.fed_unsup --seeds 0,1`")
+    assert main(["--tasks", "video-reid", "--out", str(tmp_path)]) == 2
+    assert "--tasks expects a subset" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown config key"):
+        main(["--run-config", "semi-ratoi='1/3'", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow  # about a minute on the shared VM
+def test_benchmark_quick_writes_every_row(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from benchmarks.fed_unsup import ROWS, main
+
+    assert main(["--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
+    runs = pd.read_csv(tmp_path / "fed_unsup_runs.csv")
+    assert list(runs["row"]) == list(ROWS) * 2
+    assert runs[["mAP", "rank1"]].between(0, 1).all().all()
+    md = (tmp_path / "fed_unsup.md").read_text()
+    assert "| semi-reid | centralised |" in md and "| unsup-reid | site alone |" in md

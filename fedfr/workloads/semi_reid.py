@@ -21,6 +21,7 @@ from flwr.app import ArrayRecord
 
 from fedfr.client_state import ClientStateStore
 from fedfr.config import Config
+from fedfr.errors import ConfigError
 from fedfr.face.training.batches import seeded_generator
 from fedfr.face.training.local import PersonalState
 from fedfr.reid import federated as fed
@@ -89,6 +90,20 @@ class SemiReidWorkload(FewLabelReidWorkload):
 
         super().check_config(cfg)
         check_ratio(cfg.semi_ratio)
+
+    def open_server_data(self, cfg: Config):
+        """The re-ID workspace, refused before any training when a site's ``semi-ratio`` share
+        of its training identities is under 2 labelled identities."""
+        from fedfr.reid.semi.splits import num_labelled
+
+        ws = super().open_server_data(cfg)
+        for pid, name in enumerate(ws.client_names):
+            ids = ws.client(pid).num_train_pids
+            if ids < 3 or num_labelled(cfg.semi_ratio, ids) < 2:
+                raise ConfigError(f"config 'semi-ratio' = {cfg.semi_ratio!r}: site {name} has "
+                                  f"{ids} training identities, so fewer than 2 would be labelled "
+                                  "(SGC-DPL needs 2 or more; raise 'semi-ratio' or the data)")
+        return ws
 
     def train(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
               experiment_id: str) -> TrainOutcome:

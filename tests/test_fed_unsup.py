@@ -81,12 +81,13 @@ def audit(rec: Recording) -> int:
 
 @pytest.mark.parametrize("task,over", [
     ("semi-reid", {"semi-ratio": "1/3", "semi-init-rounds": 0}),  # round 1 = iteration 1
-    ("unsup-reid", {"unsup-rho": 0.2}),
+    ("unsup-reid", {"unsup-rho": 0.2, "unsup-labelled-sites": 1}),  # site 0: a labelled anchor
 ])
 def test_few_label_federation_sends_only_the_backbone(fu_root: Path, tmp_path: Path, task: str,
                                                       over: dict) -> None:
-    """One round (a clustering step on each site) with the message audit; the node keeps its
-    classifier rows: semi-reid the C^l = 2 labelled ones (1/3 of 6), never the clusters'."""
+    """One round (a clustering step on each unlabelled site) with the message audit; the node
+    keeps its classifier rows: semi-reid the C^l = 2 labelled ones (1/3 of 6), never the
+    clusters'; unsup-reid none on its HSR site, the 6 identities' on its labelled anchor."""
     import torch
 
     report, rec = _run(fu_config(fu_root, tmp_path, task, **{"num-server-rounds": 1}, **over))
@@ -101,9 +102,10 @@ def test_few_label_federation_sends_only_the_backbone(fu_root: Path, tmp_path: P
     assert [c["name"] for c in split["clients"]] == ["fu-a", "fu-b"]
     states = sorted((tmp_path / "out" / "client-state").rglob("state-r0001.pt"))
     assert len(states) == 2
+    rows = sorted(torch.load(p, weights_only=False)["w"].shape[0] for p in states)
+    assert rows == ([2, 2] if task == "semi-reid" else [0, 6])
     for path in states:
         state = torch.load(path, weights_only=False)
-        assert state["w"].shape[0] == (2 if task == "semi-reid" else 0)
         assert state["last_round"] == 1 and state["prev_backbone"]
 
 

@@ -11,8 +11,8 @@ NODES  ?= 4
 RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install demo demo-reid reid-benchmark fed-unsup demo-orl ablation personalization hn-sweep ids-per-client split federation \
-	eval-scale reid-eval-scale pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
+.PHONY: install demo demo-reid reid-benchmark demo-orl ablation personalization hn-sweep ids-per-client split federation \
+	eval-scale reid-eval-scale video-table21 pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
 
@@ -73,6 +73,7 @@ reid-benchmark: $(STAMP)
 ## FED_UNSUP_SEEDS / FED_UNSUP_CONFIG override
 FED_UNSUP_SEEDS ?= 0,1
 FED_UNSUP_CONFIG ?=
+.PHONY: fed-unsup
 fed-unsup: $(STAMP)
 	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.fed_unsup --out $(CURDIR)/outputs/fed-unsup \
 	  --seeds $(FED_UNSUP_SEEDS) --run-config "cache-dir='$(CACHE)' $(FED_UNSUP_CONFIG)"
@@ -106,6 +107,13 @@ eval-scale: $(STAMP)
 reid-eval-scale: $(STAMP)
 	FEDFR_NUM_THREADS=1 nice -n 5 $(BIN)/python -m benchmarks.reid_eval_scale \
 	  --preset $(or $(PRESET),market) --out $(CURDIR)/outputs/reid_eval_scale
+
+## video-table21: Table 2.1's rows (baseline, NVAN, + spatial, + temporal, STE-NVAN, CF-AAN) trained
+## on synthetic tracklets (small trunk, 1 seed, ~14 min on 1 thread under load; add --seeds 0,1), R1 / mAP (mars-official),
+## FLOPs beside Appendix H, clip features / s; VIDEO_T21_ARGS adds flags (e.g. --paper mars ...)
+video-table21: $(STAMP)
+	FEDFR_NUM_THREADS=1 nice -n 10 $(BIN)/python -m benchmarks.video_table21 \
+	  --out $(CURDIR)/outputs/video-table21 --cache $(CACHE) $(VIDEO_T21_ARGS)
 
 ## pruning: CAIE / Taylor / L1 / uniform on digits and ORL, CPO vs UR, the face model at 75 % FLOPs
 pruning: $(STAMP)
@@ -144,6 +152,11 @@ bench-speed: $(STAMP)
 
 bench-speed-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.speed --out $(CURDIR)/outputs/speed --quick
+
+## bench-tracking: fedfr track's FPS per stream (1-3 streams), latency, drops, IDF1 / multi-camera IDF1
+.PHONY: bench-tracking
+bench-tracking: $(STAMP)
+	$(BIN)/python -m benchmarks.tracking --out $(CURDIR)/outputs/bench-tracking
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -207,6 +207,7 @@ def run_seed(base: dict[str, Any], out: Path, methods: list[str]
     base = with_clients(base)
     cfg = resolve(base)
     ws = get_workload("reid").open_server_data(cfg)
+    ws.open_all()  # the local and central rows need every dataset here: fail before training
     arrays, _ = get_workload("reid").initial_arrays(cfg, ws)
     theta0 = unpack_arrays(arrays)[0]
     rows: list[tuple[list[str], dict[str, Any]]] = []

@@ -399,3 +399,48 @@ def test_flwr_wrapper_refuses_a_reid_run_before_flower_starts() -> None:
     with pytest.raises(ConfigError, match="'strategy' = 'fedface' is not supported by task"):
         checked_output_dir("task='reid' strategy='fedface'", num_nodes=4)
     assert checked_output_dir("task='reid' output-dir='/tmp/x'", num_nodes=4) == Path("/tmp/x")
+
+
+def test_the_server_never_opens_a_client_dataset(tiny_reid_root: Path, tmp_path: Path) -> None:
+    """The ServerApp holds the public and unseen sets only: with a server data-root that lacks the
+    clients' datasets the run still completes (each client reads its own through its node
+    config), and split.json names the client datasets without their records."""
+    import shutil
+
+    server_root = tmp_path / "server-data"
+    for name in ("tiny-unseen", "tiny-public"):
+        shutil.copytree(tiny_reid_root / name, server_root / name)
+    cfg = resolve(reid_config(server_root, tmp_path, **{"num-server-rounds": 1}))
+    ncs = [{"partition-id": i, "num-partitions": 2, "data-root": str(tiny_reid_root)}
+           for i in range(2)]
+    report = run_federation(InProcessGrid(client_app, 2, cfg.to_dict(), node_configs=ncs), cfg)
+    assert report["rounds"][0]["aggregated"] and not report["failures"]["final-evaluation"]
+    doc = json.loads(Path(report["split"]["manifest"]).read_text())
+    assert [c["name"] for c in doc["clients"]] == ["tiny-a", "tiny-b"]
+    assert all(c["held-by"] == "client" and "records-digest" not in c and "summary" not in c
+               for c in doc["clients"])
+    assert doc["public"]["records-digest"] and doc["unseen"][0]["records-digest"]
+    assert doc["digest"] == report["split"]["digest"]
+
+
+def test_a_node_copy_changed_after_export_is_refused(tmp_path: Path) -> None:
+    """node.json records each exported dataset's records digest; a node whose copy no longer
+    matches (an image removed) fails with one line naming the manifest, not a silent run."""
+    from fedfr.node_data import NodeDataError
+    from fedfr.workloads.base import NodeInfo
+
+    conf = {"task": "reid", "reid-clients": "synth-market,synth-duke",
+            "reid-unseen": "synth-viper", "reid-synthetic-ids": 4, "num-clients": 2,
+            "reid-height": 32, "reid-width": 16, "batch-size": 8, "reid-instances": 2,
+            "output-dir": str(tmp_path / "out"), "cache-dir": str(tmp_path / "cache")}
+    cfg = resolve(conf)
+    workload = get_workload("reid")
+    dirs = workload.export_nodes(cfg, tmp_path / "nodes")
+    doc = json.loads((dirs[0] / "node.json").read_text())
+    assert set(doc["records-digests"]) == {"synth-market", "synth-public"}
+    victim = sorted(dirs[0].rglob("bounding_box_train/*.jpg"))
+    victim = [p for p in victim if "synth-market" in str(p)][0]
+    victim.unlink()
+    node = NodeInfo(0, {"data-dir": str(dirs[0])}, tmp_path / "state")
+    with pytest.raises(NodeDataError, match="records digest .* export wrote"):
+        workload.evaluate(cfg, node, None, 0, None, ["global"])

@@ -1,9 +1,12 @@
 """``fedfr prune``: prune a model to FLOPs / parameter / latency targets, fine-tune, report.
 
 Models: the federated face model (``--checkpoint`` = a federation's final_model.pt or a
-pre-trained checkpoint, ``--run-config`` = the run's config: model, image size, data) or a
+pre-trained checkpoint, ``--run-config`` = the run's config: model, image size, data), a
 torchvision classifier (``--torchvision resnet18``, optional ``--checkpoint`` state dict,
-``--data-root`` = an image folder with one sub-folder per class for the task).
+``--data-root`` = an image folder with one sub-folder per class for the task), or a video re-ID
+net (``--video model.pt``, a ``fedfr.reid.video.training.save_video_model`` file; task: its
+training recipe on ``--video-data`` tracklets; only the residual blocks' inner channels are
+pruned, see fedfr.pruning.video; ``--export`` writes TorchScript / ONNX with a sidecar).
 Writes <out>/pruned_model.pt (load with fedfr.pruning.io.load_pruned), report.json, report.md.
 """
 
@@ -35,6 +38,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data-root", type=Path, help="torchvision: image folder for "
                      "importance estimation, fine-tuning and evaluation")
     src.add_argument("--train-per-class", type=int, default=6)
+    vid = p.add_argument_group("video re-ID model")
+    vid.add_argument("--video", type=Path, metavar="MODEL", help="prune this video re-ID model "
+                     "(save_video_model file) instead of the face model")
+    vid.add_argument("--video-data", default="synth-mars", help="video data set for the task: "
+                     "a registered name (synth-mars, synth-dukev, mars, dukemtmcvidreid, ...)")
+    vid.add_argument("--video-root", type=Path, default=Path("cache"), help="the data set's "
+                     "folder (its parent, torchreid's convention); the cache for synthetic sets")
+    vid.add_argument("--num-ids", type=int, default=None, help="synthetic sets: identities")
+    vid.add_argument("--protocol", default=None, help="evaluation protocol (default: the "
+                     "model's training config's, mars-official)")
+    vid.add_argument("--export", default="", help="after pruning, export to these formats "
+                     "(comma-separated: torchscript,onnx) with a JSON sidecar")
     pr = p.add_argument_group("pruning")
     pr.add_argument("--method", choices=("caie", "cpo", "taylor", "l1", "uniform"),
                     default="caie")
@@ -124,6 +139,41 @@ def _torchvision(args):
     return model, task, spec, x
 
 
+def _video(args):
+    from fedfr.pruning.video import VideoReidTask, block_local_ignored, pruned_video_spec
+    from fedfr.reid.data.video import get_video_dataset
+    from fedfr.reid.video.training import VideoTrainConfig, load_video_model
+
+    model, rec = load_video_model(args.video)
+    mapping = dict(rec.get("train_config") or rec.get("meta", {}).get("train_config") or {})
+    if not mapping:  # no recipe stored: the thesis's defaults at the model's build settings
+        conf = model.config
+        mapping = {"model": conf["name"], "backbone": conf["backbone"],
+                   "clip_len": conf["clip_len"], "height": conf["input_size"][0],
+                   "width": conf["input_size"][1]}
+    if args.protocol:
+        mapping["protocol"] = args.protocol
+    cfg = VideoTrainConfig.from_mapping(mapping)
+    opts = {"num_ids": args.num_ids} if args.num_ids else {}
+    split = get_video_dataset(args.video_data, args.video_root, **opts)
+    task = VideoReidTask(model, split, cfg, seed=args.seed)
+    ignored = block_local_ignored(model, task.prune_scope) + list(args.keep)
+    spec = pruned_video_spec(model)
+    return model, task, spec, None, ignored, cfg
+
+
+def _export_video(args, model, cfg, report) -> None:
+    from fedfr.reid.models.video.export import export_video_model
+
+    formats = tuple(f.strip() for f in args.export.split(",") if f.strip())
+    meta = {"pruned": {"method": args.method, "source": str(args.video),
+                       "flops": report.get("flops"), "params": report.get("params"),
+                       "channels": report.get("channels_after")}}
+    paths = export_video_model(model, args.out / "export", formats, feature=cfg.test_feature,
+                               normalize=cfg.test_normalize, meta=meta)
+    log.info("exported %s", ", ".join(str(p) for p in paths.values()))
+
+
 def main(args: argparse.Namespace) -> int:
     configure_threads()
     from fedfr.pruning.cpo import CPOConfig
@@ -137,7 +187,18 @@ def main(args: argparse.Namespace) -> int:
     if args.method != "cpo" and not constraints:
         raise ConfigError("give at least one of --flops, --params, --latency")
     torch.manual_seed(args.seed)
-    model, task, spec, x = _torchvision(args) if args.torchvision else _face(args)
+    video_cfg = None
+    if args.video is not None:
+        if args.torchvision:
+            raise ConfigError("give one of --video and --torchvision")
+        if args.method not in ("caie", "taylor"):
+            raise ConfigError(f"--video: method {args.method!r} is not supported for video nets "
+                              f"(caie or taylor: they trace the trunk only)")
+        model, task, spec, x, video_ignored, video_cfg = _video(args)
+    elif args.export:
+        raise ConfigError("--export is for --video models (use `fedfr export` for the others)")
+    else:
+        model, task, spec, x = _torchvision(args) if args.torchvision else _face(args)
     if task is None and args.method in ("caie", "taylor", "cpo"):
         raise ConfigError(f"--method {args.method} needs data: pass --data-root")
     schedule = FineTuneSchedule.preset(args.schedule, args.epochs, args.lr)
@@ -148,7 +209,9 @@ def main(args: argparse.Namespace) -> int:
     ccfg = CPOConfig(d_exp=args.d_exp, retrain_steps=args.retrain_steps, lr=args.prune_lr,
                      convention=args.convention)
     ignored = None
-    if args.keep:
+    if video_cfg is not None:
+        ignored = video_ignored
+    elif args.keep:
         from fedfr.pruning.groups import output_layers
         example = x if x is not None else task.example_input
         ignored = output_layers(model, example) + list(args.keep)
@@ -157,9 +220,15 @@ def main(args: argparse.Namespace) -> int:
     report["source"] = {"checkpoint": str(args.checkpoint) if args.checkpoint else None,
                         "spec": spec}
     args.out.mkdir(parents=True, exist_ok=True)
-    save_pruned(args.out / "pruned_model.pt", model, spec,
-                {"method": args.method, "constraints": constraints})
+    meta = {"method": args.method, "constraints": constraints}
+    if video_cfg is not None:
+        from fedfr.reid.video.training import config_mapping
+        meta.update(train_config=config_mapping(video_cfg), scheme="block-local inner "
+                    "channels of the trunk (fedfr.pruning.video)")
+    save_pruned(args.out / "pruned_model.pt", model, spec, meta)
     write_report(report, args.out)
+    if video_cfg is not None and args.export:
+        _export_video(args, model, video_cfg, report)
     print(markdown(report))
     log.info("pruned model, report.json and report.md written to %s", args.out)
     return 0

@@ -2,7 +2,8 @@
 
     fedfr track --scene DIR | --seq DIR [--seq DIR ...] | --synthetic  --out DIR
                 [--detector det|gt-noise|PATH] [--embedder colour-hist|CKPT]
-                [--topology FILE] [--realtime]
+                [--topology FILE] [--realtime] [--backend threads|ray [--ray-address A]]
+                [--serve [--host H] [--port P] [--linger S]]
 
 Cameras: ``--scene`` (a folder of MOTChallenge sequences, e.g. written by
 ``python -m fedfr.tracking.scene``; its gt ids are global), ``--seq`` (sequence folders; gt ids
@@ -10,6 +11,7 @@ per sequence, so no multi-camera score) or ``--synthetic`` (first writes the syn
 scene into ``<out>/scene``). Writes ``<out>/<camera>.txt`` (global ids),
 ``<out>/motion-only/<camera>.txt``, ``<out>/aic.txt``, ``<out>/report.json`` and, with ground
 truth, ``<out>/evaluation.csv`` / ``evaluation.md`` (gallery vs motion-only baseline).
+``--serve`` shows the run live in a browser (``fedfr.tracking.web``; 127.0.0.1 by default).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reid-name", default=None, help="model name for a bare state-dict file")
     p.add_argument("--crop-size", default=None,
                    help="re-ID crop HxW (default 128x64 colour-hist, 256x128 a model)")
+    p.add_argument("--clip-every", type=int, default=1,
+                   help="re-ID: one 4-frame clip per N*4 frames of a track (1: every frame)")
     p.add_argument("--topology", type=Path, help="camera topology JSON (links, transit windows)")
     p.add_argument("--realtime", action="store_true",
                    help="real-time mode: paced readers, drop-oldest queues, drops counted")
@@ -65,7 +69,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttl", type=float, default=120.0, help="gallery entry lifetime, seconds")
     g.add_argument("--exit-after", type=int, default=None,
                    help="frames unseen before a track exits (default: BYTE's max_time_lost)")
+    g.add_argument("--live-matching", action="store_true",
+                   help="also match tracks in view across cameras with overlapping views "
+                        "(not in the thesis; docs/tracking.md, Overlapping views)")
+    g.add_argument("--no-exit-matching", action="store_true",
+                   help="tracks do not query the exited tracks (with --live-matching: live "
+                        "matching alone)")
+    g.add_argument("--live-threshold", type=float, default=None,
+                   help="max cosine distance of a live match (default --gallery-threshold)")
+    g.add_argument("--live-interval", type=int, default=None,
+                   help="frames between live queries (default --query-interval)")
     p.add_argument("--min-visibility", type=float, default=0.0, help="evaluation")
+    p.add_argument("--hota", action="store_true",
+                   help="also HOTA per camera and multi-camera (needs the package trackeval), "
+                        "written to OUT/hota.md")
+    r = p.add_argument_group("backend")
+    r.add_argument("--backend", default="threads", choices=("threads", "ray"),
+                   help="threads (one process) or ray: one actor per camera, a shared re-ID "
+                        "batcher, a named gallery actor (docs/tracking.md, Ray)")
+    r.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (auto or host:port; default: a local Ray)")
+    r.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    r.add_argument("--ray-pin-cameras", action="store_true",
+                   help="camera C runs on a node with the custom resource camera:C")
+    w = p.add_argument_group("web view")
+    w.add_argument("--serve", action="store_true",
+                   help="serve the live web view (MJPEG, events, gallery, /metrics) during the run")
+    w.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default loopback only; anything else exposes frames)")
+    w.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    w.add_argument("--linger", type=float, default=None,
+                   help="seconds to keep serving after the run (default: until Ctrl-C)")
+    w.add_argument("--ring-size", type=int, default=8, help="frames kept per camera")
+    w.add_argument("--stream-fps", type=float, default=15.0, help="MJPEG frames/s per client")
 
 
 def _size(text: str, what: str) -> tuple[int, int]:
@@ -144,9 +180,20 @@ def main(args: argparse.Namespace) -> int:
     from fedfr.tracking.bytetrack import ByteTrackConfig
     from fedfr.tracking.embedders import build_embedder
     from fedfr.tracking.gallery import GalleryConfig, Topology
-    from fedfr.tracking.pipeline import TrackingConfig, run_tracking, write_report, write_table
+    from fedfr.tracking.pipeline import TrackingConfig, run_tracking
     from fedfr.tracking.sources import FeedConfig, ImageFolderSource
 
+    if args.backend != "ray" and (args.ray_address or args.ray_num_cpus
+                                  or args.ray_pin_cameras):
+        raise ConfigError("--ray-address / --ray-num-cpus / --ray-pin-cameras need "
+                          "--backend ray")
+    if args.backend == "ray" and (args.serve or args.clip_every != 1):
+        raise ConfigError("--backend ray: --serve and --clip-every are threads-backend options "
+                          "(the Ray stages publish no frames and embed every clip)")
+    if args.hota:
+        from fedfr.tracking.hota import require_trackeval
+
+        require_trackeval()  # before the run, not after it
     args.out.mkdir(parents=True, exist_ok=True)
     seqs, global_gt = _sequences(args)
     names = set()
@@ -169,14 +216,77 @@ def main(args: argparse.Namespace) -> int:
         tracker=ByteTrackConfig(track_thresh=args.track_thresh, match_thresh=args.match_thresh,
                                 track_buffer=args.track_buffer),
         gallery=GalleryConfig(threshold=args.gallery_threshold, ttl=args.ttl,
-                              query_interval=args.query_interval),
-        exit_after=args.exit_after, crop_size=crop,
+                              query_interval=args.query_interval, live=args.live_matching,
+                              exits=not args.no_exit_matching,
+                              live_threshold=args.live_threshold,
+                              live_interval=args.live_interval),
+        exit_after=args.exit_after, crop_size=crop, clip_every=args.clip_every,
         feed=FeedConfig(realtime=args.realtime, queue_size=args.queue_size),
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)
     gt = {s.camera: s.info.root / "gt" / "gt.txt" for s in sources
           if (s.info.root / "gt" / "gt.txt").is_file()}
-    result = run_tracking(sources, detector, embedder, args.out, config, topology,
-                          ground_truth=gt, global_ground_truth=global_gt)
+    if args.backend == "ray":
+        from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
+
+        options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
+                             pin_cameras=args.ray_pin_cameras)
+        result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
+                                  ground_truth=gt, global_ground_truth=global_gt,
+                                  options=options)
+        _report(args, result, gt, global_gt)
+        return 0
+    server, observers = _serve(args, sources) if args.serve else (None, [])
+    try:
+        result = run_tracking(sources, detector, embedder, args.out, config, topology,
+                              ground_truth=gt, global_ground_truth=global_gt,
+                              observers=observers)
+        _report(args, result, gt, global_gt)
+        if server is not None:
+            _linger(server, args.linger)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def _serve(args, sources):
+    """Start the web view before the run: (server, [its LiveView])."""
+    from fedfr.tracking.optional import optional_import
+
+    for mod in ("fastapi", "uvicorn"):
+        optional_import(mod, "fedfr track --serve", "tracking")
+    from fedfr.tracking.web.app import create_app
+    from fedfr.tracking.web.server import WebServer
+    from fedfr.tracking.web.state import LiveView
+
+    if args.stream_fps <= 0:
+        raise ConfigError(f"--stream-fps {args.stream_fps}: expected > 0")
+    view = LiveView(ring_size=args.ring_size)
+    view.on_start([s.camera for s in sources], {s.camera: s.frame_rate for s in sources}, dict)
+    server = WebServer(create_app(view, max_fps=args.stream_fps), args.host, args.port).start()
+    print(f"web view: {server.url}/  (gallery {server.url}/gallery, metrics "
+          f"{server.url}/metrics)", flush=True)
+    return server, [view]
+
+
+def _linger(server, seconds: float | None) -> None:
+    import time
+
+    if seconds is not None and seconds <= 0:
+        return
+    print(f"run finished; web view still at {server.url}/ "
+          + ("until Ctrl-C" if seconds is None else f"for {seconds:g} s"), flush=True)
+    try:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def _report(args, result, gt, global_gt: bool) -> None:
+    from fedfr.tracking.pipeline import write_report, write_table
+
     write_report(result, args.out)
     rep = result.report
     for c in rep.frames:
@@ -188,7 +298,11 @@ def main(args: argparse.Namespace) -> int:
     if result.table:
         _, md = write_table(result.table, args.out)
         print(md.read_text(), end="")
+    if args.hota and gt:
+        from fedfr.tracking.hota import hota_table, write_hota_table
+
+        rows = hota_table(result.results, gt, result.spans, global_gt, args.min_visibility)
+        print(write_hota_table(rows, args.out).read_text(), end="")
     if any(math.isnan(v) for v in rep.fps.values()):
         log.warning("some cameras processed no frames")
     print(f"results in {args.out}")
-    return 0

@@ -93,7 +93,8 @@ def prune_global(model: nn.Module, task: PruningTask, constraints: Mapping[str, 
     cons = check_constraints(constraints)
     x = task.example_input
     meter = Meter(x, cfg.convention, "latency" in cons, cfg.latency_repeats)
-    net = PrunableNet(model, x, ignored)
+    # a task may confine the dependency graph to a part of the model (video re-ID: the trunk)
+    net = PrunableNet(model, x, ignored, scope=getattr(task, "prune_scope", None))
     t0 = time.perf_counter()
     initial = meter(model)
     targets = {k: v * initial[k] for k, v in cons.items()}

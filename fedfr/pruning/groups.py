@@ -80,12 +80,17 @@ class PrunableNet:
     """A model plus its dependency graph: groups, masking and physical removal (in place).
 
     ``ignored``: names of layers whose *output* channels are kept (default: the output layer);
-    ``example_input``: (B, ...) tensor used for tracing.
+    ``example_input``: (B, ...) tensor used for tracing. ``scope``: (sub-module, its example
+    input): trace only this part of ``model`` (layer names stay ``model``'s). For a net whose
+    other parts the dependency graph cannot follow (a video net's attention blocks on reshaped
+    5-D maps), the scope is the 2-D trunk and ``ignored`` must keep every channel that leaves it.
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor,
-                 ignored: Iterable[str] | None = None) -> None:
-        check_prunable(model)
+                 ignored: Iterable[str] | None = None,
+                 scope: tuple[nn.Module, torch.Tensor] | None = None) -> None:
+        graph_model, graph_input = (model, example_input) if scope is None else scope
+        check_prunable(graph_model)
         self.model = model
         self.example_input = example_input
         names = dict(model.named_modules())
@@ -97,12 +102,13 @@ class PrunableNet:
         self._names = {id(m): n for n, m in names.items()}
         was = model.training
         # an in-place activation right after a conv hides the conv from the autograd trace
-        inplace = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+        inplace = [m for m in graph_model.modules() if getattr(m, "inplace", False) is True]
         for m in inplace:
             m.inplace = False
         model.eval()
         try:
-            self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
+            self.dg = tp.DependencyGraph().build_dependency(graph_model,
+                                                            example_inputs=graph_input,
                                                             verbose=False)
         finally:
             model.train(was)

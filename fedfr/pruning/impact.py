@@ -96,7 +96,10 @@ def group_savings(net: PrunableNet, group: ChannelGroup, res: Resources
         spatial = _spatial(lc.out_shape)
         f0, p0 = _cost(mod, c_out, c_in, spatial, rows, full)
         f1, p1 = _cost(mod, c_out - len(u_out), c_in - len(u_in), spatial, rows, full)
-        out[name] = (f0 - f1, p0 - p1)
+        # calls per example input: 1 for an image net; a video net's 2-D layers run on every
+        # frame of the clip (T, or fewer after temporal pooling), and the count is per clip
+        calls = max(1, round(lc.flops / f0)) if f0 else 1
+        out[name] = ((f0 - f1) * calls, p0 - p1)
     return out
 
 

@@ -7,7 +7,8 @@ shapes in the state dict, so the file loads with ``torch.load(weights_only=True)
 
 Specs: {"kind": "fedfr", "config": {...run config...}} (fedfr.face.models.model_from_config),
 {"kind": "torchvision", "name": "resnet50", "kwargs": {...}},
-{"kind": "zoo", "name": "small_convnet", "kwargs": {...}} (fedfr.pruning.zoo).
+{"kind": "zoo", "name": "small_convnet", "kwargs": {...}} (fedfr.pruning.zoo),
+{"kind": "video-reid", "config": VideoReidNet.config} (fedfr.reid.models.video).
 """
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     if kind == "torchvision":
         import torchvision
         return getattr(torchvision.models, spec["name"])(weights=None, **spec.get("kwargs", {}))
+    if kind == "video-reid":
+        from fedfr.reid.models.video import build_video_model
+        config = dict(spec["config"])
+        return build_video_model(config.pop("name"), **config)
     if kind == "zoo":
         from fedfr.pruning import zoo
         return getattr(zoo, spec["name"])(**spec.get("kwargs", {}))
-    raise DataFormatError(f"model spec: unknown kind {kind!r} (fedfr | torchvision | zoo)")
+    raise DataFormatError(f"model spec: unknown kind {kind!r} (fedfr | torchvision | zoo | "
+                          f"video-reid)")
 
 
 def _param(shape: torch.Size) -> nn.Parameter:

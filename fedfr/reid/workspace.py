@@ -58,6 +58,15 @@ def num_splits(name: str) -> int:
     return 1 if name.startswith(SYNTHETIC_PREFIX) or not split_options(name, 0, 0) else 10
 
 
+def synthetic_options(cfg: Config, name: str) -> dict[str, Any]:
+    """The generator options of the synthetic domain ``name`` in this run (seed, image size,
+    identities: the public domain has twice the clients')."""
+    opts: dict[str, Any] = {"seed": cfg.seed, "height": cfg.reid_height, "width": cfg.reid_width}
+    if cfg.reid_synthetic_ids:
+        opts["num_ids"] = cfg.reid_synthetic_ids * (2 if name == "synth-public" else 1)
+    return opts
+
+
 def read_dataset(cfg: Config, name: str, data_root: str | None = None,
                  node_dir: str | Path | None = None, split_id: int = 0) -> ReidSplit:
     """One dataset of the federation: a synthetic domain (rendered into the cache at
@@ -66,12 +75,8 @@ def read_dataset(cfg: Config, name: str, data_root: str | None = None,
     from fedfr.reid.data.registry import get_dataset
 
     if name.startswith(SYNTHETIC_PREFIX):
-        opts: dict[str, Any] = {"seed": cfg.seed, "height": cfg.reid_height,
-                                "width": cfg.reid_width}
-        if cfg.reid_synthetic_ids:
-            opts["num_ids"] = cfg.reid_synthetic_ids * (2 if name == "synth-public" else 1)
         base = Path(node_dir) if node_dir is not None else cfg.cache_path
-        return get_dataset(name, base / "reid-synthetic", **opts)
+        return get_dataset(name, base / "reid-synthetic", **synthetic_options(cfg, name))
     opts = split_options(name, split_id, cfg.seed)
     if node_dir is not None:
         return get_dataset(name, Path(node_dir) / "data", **opts)
@@ -93,36 +98,64 @@ def _records_digest(h: Any, records: list[ReidImage], root: Path) -> None:
         h.update(f"{rel}|{r.pid}|{r.camid}\n".encode())
 
 
+def records_digest(split: ReidSplit) -> str:
+    """16 hex digits over a dataset's train / query / gallery records (relative path, pid,
+    camera): the same wherever the copy lives."""
+    h = hashlib.sha256()
+    for part in ("train", "query", "gallery"):
+        h.update(part.encode())
+        _records_digest(h, getattr(split, part), split.root)
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClientDataset:
+    """A client's dataset as the server knows it: its name and what determines its data, never
+    its records (images and labels stay on the client's node; the server does not open them)."""
+
+    name: str
+    source: dict[str, Any]
+
+    @classmethod
+    def of(cls, cfg: Config, name: str) -> ClientDataset:
+        if name.startswith(SYNTHETIC_PREFIX):
+            from fedfr.reid.data.synthetic import make_spec
+
+            spec = make_spec(name, **synthetic_options(cfg, name))
+            return cls(name, {"generator": "synthetic", "spec-digest": spec.digest()})
+        return cls(name, {"reader": name})
+
+    def content(self) -> dict[str, Any]:
+        return {"name": self.name, "held-by": "client", **self.source}
+
+
 @dataclass
 class ReidFederatedSplit:
-    """Which dataset plays which role; saved as ``split.json`` next to the report."""
+    """Which dataset plays which role; saved as ``split.json`` next to the report. The server
+    holds the public and the unseen sets (records digests and summaries); a client's dataset is
+    named with what determines it (``ClientDataset``), since it lives on the client's node."""
 
-    clients: list[ReidSplit]
+    clients: list[ClientDataset]
     unseen: list[ReidSplit]
     public: ReidSplit
 
     def content(self) -> dict[str, Any]:
         def one(s: ReidSplit) -> dict[str, Any]:
-            h = hashlib.sha256()
-            for part in ("train", "query", "gallery"):
-                h.update(part.encode())
-                _records_digest(h, getattr(s, part), s.root)
             return {"name": s.name, "root": str(s.root), "summary": s.summary(),
-                    "records-digest": h.hexdigest()[:16]}
+                    "records-digest": records_digest(s)}
 
-        return {"task": "reid", "clients": [one(s) for s in self.clients],
+        return {"task": "reid", "clients": [c.content() for c in self.clients],
                 "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
 
     def digest(self) -> str:
         body = self.content()
-        for role in ("clients", "unseen"):  # where a copy lives does not change the data
-            for d in body[role]:
-                d.pop("root")
+        for d in body["unseen"]:  # where a copy lives does not change the data
+            d.pop("root")
         body["public"].pop("root")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
-        return {"clients": {s.name: s.summary() for s in self.clients},
+        return {"clients": {c.name: c.source for c in self.clients},
                 "unseen": {s.name: s.summary() for s in self.unseen},
                 "public": {self.public.name: self.public.summary()}}
 
@@ -192,9 +225,19 @@ class ReidWorkspace:
                 if self.node_dir is not None and name not in self.node_datasets():
                     raise NodeDataError(f"{self.node_dir}: this node holds "
                                         f"{self.node_datasets()}, not {name!r}")
-                self._splits[key] = read_dataset(self.cfg, name, self.data_root, self.node_dir,
-                                                 split_id)
+                split = read_dataset(self.cfg, name, self.data_root, self.node_dir, split_id)
+                if self.node_dir is not None:
+                    self._check_node_copy(split)
+                self._splits[key] = split
             return self._splits[key]
+
+    def _check_node_copy(self, split: ReidSplit) -> None:
+        """A node's dataset must be the one exported (``records-digests`` of its node.json)."""
+        want = read_node_manifest(self.node_dir).get("records-digests", {}).get(split.name)
+        if want is not None and records_digest(split) != want:
+            raise NodeDataError(f"{Path(self.node_dir) / NODE_MANIFEST}: dataset {split.name!r} "
+                                f"has records digest {records_digest(split)}, but the export "
+                                f"wrote {want} (the node's copy changed since; export again)")
 
     def node_datasets(self) -> list[str]:
         """The datasets in this node's folder (its ``node.json``)."""
@@ -208,6 +251,12 @@ class ReidWorkspace:
 
     def client(self, partition_id: int) -> ReidSplit:
         return self.dataset(self.client_name(partition_id))
+
+    def open_all(self) -> None:
+        """Read every dataset of every role now (a host that plays them all, as a benchmark's
+        local and central rows do): a missing one fails here, before any training."""
+        for name in [*self.client_names, *self.unseen_names, self.public_name]:
+            self.dataset(name)
 
     def public(self) -> tuple[list[ReidImage], list[int]]:
         return all_records(self.dataset(self.public_name))
@@ -224,8 +273,8 @@ class ReidWorkspace:
 
     @property
     def split(self) -> ReidFederatedSplit:
-        return ReidFederatedSplit([self.dataset(n) for n in self.client_names], self.unseen(),
-                                  self.dataset(self.public_name))
+        return ReidFederatedSplit([ClientDataset.of(self.cfg, n) for n in self.client_names],
+                                  self.unseen(), self.dataset(self.public_name))
 
     def images(self, records: list[ReidImage]) -> torch.Tensor:
         return image_tensor(records, self.cfg.reid_height, self.cfg.reid_width)
@@ -262,9 +311,10 @@ def export_reid_nodes(cfg: Config, out: Path) -> list[Path]:
             if not ds.startswith(SYNTHETIC_PREFIX):
                 raise ConfigError(f"re-ID node export of the real dataset {ds!r} is not "
                                   "implemented: put a copy under each node's data-dir/data/")
-            read_dataset(cfg, ds, node_dir=folder)
+        digests = {ds: records_digest(read_dataset(cfg, ds, node_dir=folder)) for ds in wanted}
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps({"task": "reid", "partition-id": i, "datasets": wanted,
+                                      "records-digests": digests,
                                       "split-digest": ws.split.digest()}, indent=1),
                           folder / NODE_MANIFEST)
         dirs.append(folder)

@@ -17,8 +17,8 @@ visibility like distractors (the devkit's default is 0: no visibility filter).
 ``filtering="plain"`` (MOT15-style files without classes) scores ground-truth rows with flag
 != 0 and keeps every tracker box; ``"auto"`` picks mot17 when the file has classes.
 
-HOTA: not computed. motmetrics 1.4.0 (the newest release) has no HOTA; TrackEval is not
-installed (and its release crashes on numpy >= 1.24).
+HOTA: not here (motmetrics 1.4.0, the newest release, has none); :mod:`fedfr.tracking.hota`
+computes it with the optional ``trackeval`` package.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def iou_distance(gt: np.ndarray, hyp: np.ndarray, max_distance: float = IOU_THRE
     return d
 
 
-def _load(x: str | Path | np.ndarray, gt: bool) -> np.ndarray:
+def load_rows(x: str | Path | np.ndarray, gt: bool) -> np.ndarray:
+    """Ground-truth rows padded to 9 columns (``gt``) or result rows, from a file or array."""
     if isinstance(x, np.ndarray):
         rows = x
     else:
@@ -102,7 +103,8 @@ def filter_frame(gt: np.ndarray, hyp: np.ndarray, filtering: str,
     return gt[keep], hyp
 
 
-def _mode(gt: np.ndarray, filtering: str) -> str:
+def filter_mode(gt: np.ndarray, filtering: str) -> str:
+    """``filtering`` with ``auto`` resolved from the ground truth (mot17 when it has classes)."""
     if filtering == "auto":
         return "mot17" if len(gt) and (gt[:, 7] > 0).any() else "plain"
     return filtering
@@ -115,8 +117,8 @@ def accumulate(gt: str | Path | np.ndarray, hyp: str | Path | np.ndarray,
     ``frames``). ``gt``: a gt.txt path or (N, 9) rows; ``hyp``: a result file or (M, >=6)
     rows."""
     mm = _mm()
-    gt_rows, hyp_rows = _load(gt, True), _load(hyp, False)
-    mode = _mode(gt_rows, filtering)
+    gt_rows, hyp_rows = load_rows(gt, True), load_rows(hyp, False)
+    mode = filter_mode(gt_rows, filtering)
     g_by, h_by = rows_by_frame(gt_rows), rows_by_frame(hyp_rows)
     frame_ids = sorted(set(g_by) | set(h_by)) if frames is None else list(frames)
     acc = mm.MOTAccumulator(auto_id=False)
@@ -160,7 +162,7 @@ def evaluate_multicamera(gt: Mapping[str, str | Path | np.ndarray],
     missing = sorted(set(gt) ^ set(hyp))
     if missing:
         raise ConfigError(f"multi-camera evaluation: cameras {missing} lack gt or results")
-    loaded = {c: (_load(gt[c], True), _load(hyp[c], False)) for c in sorted(gt)}
+    loaded = {c: (load_rows(gt[c], True), load_rows(hyp[c], False)) for c in sorted(gt)}
     if min_cameras > 1:
         seen: dict[int, set[str]] = {}
         for c, (g, _) in loaded.items():
@@ -171,7 +173,7 @@ def evaluate_multicamera(gt: Mapping[str, str | Path | np.ndarray],
     acc = mm.MOTAccumulator(auto_id=False)
     offset = 0
     for _c, (g_rows, h_rows) in loaded.items():
-        mode = _mode(g_rows, filtering)
+        mode = filter_mode(g_rows, filtering)
         g_by, h_by = rows_by_frame(g_rows), rows_by_frame(h_rows)
         last = 0
         for f in sorted(set(g_by) | set(h_by)):

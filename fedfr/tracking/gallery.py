@@ -145,12 +145,24 @@ class MatchEvent:
 class GalleryConfig:
     """``threshold``: the largest cosine distance (1 - cos) that matches; ``ttl``: seconds an
     exited track stays; ``query_interval``: frames between queries (the thesis: 40);
-    ``consume``: a matched entry leaves the gallery."""
+    ``consume``: a matched entry leaves the gallery; ``exits``: unmatched tracks query the
+    exited tracks (the thesis; off leaves live matching alone).
+
+    ``live`` (off by default: the thesis matches exited tracks only) also matches tracks in
+    view across cameras with overlapping views (:meth:`MultiCameraMatcher.match_live`):
+    ``live_threshold`` (default ``threshold``), ``live_interval`` frames between live queries
+    (default ``query_interval``), ``live_window`` seconds since a track of another camera was
+    last seen for it to count as in view."""
 
     threshold: float = 0.3
     ttl: float = 120.0
     query_interval: int = 40
     consume: bool = True
+    exits: bool = True
+    live: bool = False
+    live_threshold: float | None = None
+    live_interval: int | None = None
+    live_window: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 2.0:
@@ -159,6 +171,13 @@ class GalleryConfig:
         if self.ttl <= 0 or self.query_interval < 1:
             raise ConfigError(f"gallery ttl {self.ttl} / query_interval {self.query_interval}: "
                               "expected ttl > 0 and an interval >= 1 frame")
+        if self.live_threshold is not None and not 0.0 <= self.live_threshold <= 2.0:
+            raise ConfigError(f"gallery live_threshold {self.live_threshold}: expected a "
+                              "cosine distance in [0, 2]")
+        if (self.live_interval is not None and self.live_interval < 1) or self.live_window < 0:
+            raise ConfigError(f"gallery live_interval {self.live_interval} / live_window "
+                              f"{self.live_window}: expected an interval >= 1 frame and a "
+                              "window >= 0 s")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -186,6 +205,11 @@ class GlobalIdentities:
 
     def assign(self, camera: str, track_id: int, global_id: int) -> None:
         self._ids[(camera, int(track_id))] = int(global_id)
+
+    def relabel(self, keys: Sequence[TrackKey], global_id: int) -> None:
+        """Give every (camera, local id) of ``keys`` the id ``global_id``."""
+        for camera, track_id in keys:
+            self.assign(camera, track_id, global_id)
 
     def mapping(self, camera: str) -> dict[int, int]:
         """{local id: global id} of one camera (for the writers' ``ids`` argument)."""
@@ -280,6 +304,17 @@ class CrossCameraGallery:
             return events
 
 
+    def link_live(self, event: MatchEvent, relabel: Sequence[TrackKey], drop: int) -> None:
+        """Record a live cross-camera link: the tracks ``relabel`` and the gallery entries
+        carrying the id ``drop`` take ``event.global_id``."""
+        with self._lock:
+            self.ids.relabel(relabel, event.global_id)
+            for e in self.entries:
+                if e.global_id == drop:
+                    e.global_id = event.global_id
+            self.events.append(event)
+
+
 @dataclass
 class _Live:
     first_time: float
@@ -320,7 +355,7 @@ class MultiCameraMatcher:
             if key[0] == camera and frame - st.last_frame > self.exit_after:
                 self._exit(key, st, features)
         events: list[MatchEvent] = []
-        if frame % self.gallery.config.query_interval == 0:
+        if self.gallery.config.exits and frame % self.gallery.config.query_interval == 0:
             queries = []
             for t in track_ids:
                 st = self.live[(camera, int(t))]
@@ -330,6 +365,73 @@ class MultiCameraMatcher:
             events = self.gallery.query(queries, time)
             for ev in events:
                 self.live[(ev.camera, ev.track_id)].matched = True
+        cfg = self.gallery.config
+        if cfg.live and frame % (cfg.live_interval or cfg.query_interval) == 0:
+            events = events + self.match_live(camera, time, track_ids, features)
+        return events
+
+    def match_live(self, camera: str, now: float, track_ids: Sequence[int],
+                   features) -> list[MatchEvent]:
+        """Overlapping views (``GalleryConfig.live``; not in the thesis): match this camera's
+        unmatched tracks in view to the identities in view in the other cameras.
+
+        An identity is the set of live tracks of other cameras that carry one global id and
+        were seen within ``live_window`` s of ``now``; its cost for a query is the smallest
+        cosine distance to its members. Forbidden: ids already on a live track of this camera
+        (one person is one track per camera), members the topology rejects (transit = the
+        query's first-seen time - the member's last-seen time, <= 0 while both are in view).
+        One-to-one Hungarian over (queries, identities); costs above ``live_threshold`` are
+        not matched. A match merges the two identities under the older (smaller) global id:
+        the live tracks and gallery entries of the other id take it; both sides count as
+        matched (not queried again)."""
+        cfg, ids, topo = self.gallery.config, self.gallery.ids, self.gallery.topology
+        thr = cfg.threshold if cfg.live_threshold is None else cfg.live_threshold
+        here = {ids.get(*k) for k in self.live if k[0] == camera}
+        queries = []
+        for t in track_ids:
+            st = self.live[(camera, int(t))]
+            f = None if st.matched else features(camera, int(t))
+            if f is not None:
+                queries.append((int(t), st, _unit(f)))
+        groups: dict[int, list[tuple[TrackKey, _Live, np.ndarray]]] = {}
+        for key, st in self.live.items():
+            if key[0] == camera or now - st.last_time > cfg.live_window:
+                continue
+            g = ids.get(*key)
+            f = None if g in here else features(*key)
+            if f is not None:
+                groups.setdefault(g, []).append((key, st, _unit(f)))
+        if not queries or not groups:
+            return []
+        gids = sorted(groups)
+        cost = np.full((len(queries), len(gids)), _FORBIDDEN)
+        near: dict[tuple[int, int], TrackKey] = {}
+        for i, (_, qst, q) in enumerate(queries):
+            for j, g in enumerate(gids):
+                for key, st, f in groups[g]:
+                    if topo is not None and not topo.allows(key[0], camera,
+                                                            qst.first_time - st.last_time):
+                        continue
+                    d = 1.0 - float(q @ f)
+                    if d < cost[i, j]:
+                        cost[i, j], near[(i, j)] = d, key
+        rows, cols = linear_sum_assignment(cost)
+        events = []
+        for i, j in zip(rows, cols, strict=True):
+            if cost[i, j] > thr:
+                continue
+            t, qst, _ = queries[i]
+            gq, gg = ids.get(camera, t), gids[j]
+            keep, drop = min(gq, gg), max(gq, gg)
+            relabel = [(camera, t)] if keep == gg else [
+                k for k in self.live if ids.get(*k) == gg]
+            ev = MatchEvent(float(now), keep, near[(i, j)][0], near[(i, j)][1], camera, t,
+                            float(cost[i, j]))
+            self.gallery.link_live(ev, relabel, drop)
+            qst.matched = True
+            for _key, st, _ in groups[gg]:
+                st.matched = True
+            events.append(ev)
         return events
 
     def _exit(self, key: TrackKey, st: _Live, features) -> None:

@@ -13,13 +13,17 @@ The motion-only baseline is written in the same pass from the same tracks (BYTE 
 appearance here), so both rows of the table use identical detections and tracks and differ only
 in the identities. ``run_tracking`` returns a :class:`TrackingResult` with the reader / latency
 report and, where ``gt/gt.txt`` exists, per-camera MOTA / IDF1 and multi-camera IDF1 for both.
+
+Observers (:class:`PipelineObserver`, e.g. the web view) get each written camera frame with its
+tracks and global ids (:class:`FrameUpdate`), the gallery's match events, and the readers' live
+counters; they only read, so results do not depend on them.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,10 +36,11 @@ from fedfr.tracking.gallery import (
     CrossCameraGallery,
     GalleryConfig,
     GlobalIdentities,
+    MatchEvent,
     MultiCameraMatcher,
     Topology,
 )
-from fedfr.tracking.sources import FeedConfig, Frame, Source
+from fedfr.tracking.sources import CameraStats, FeedConfig, Frame, MultiCameraFeed, Source
 from fedfr.tracking.track_features import TrackFeatureBank
 from fedfr.tracking.worker import CameraWorker, PipelineReport, run_pipeline
 from fedfr.tracking.writers import AicWriter, MotWriter
@@ -48,12 +53,15 @@ class TrackingConfig:
     """Settings of one run. ``exit_after`` (frames a track is unseen before it exits into the
     gallery) defaults to BYTE's ``max_time_lost`` at the camera's frame rate; ``crop_size``
     (H, W) of the re-ID crops; ``clip_len`` the thesis's 4-frame clips; ``aic_pixel_offset`` 1
-    turns MOTChallenge's 1-based pixels (det.txt, gt.txt) into AI City's 0-based ones."""
+    turns MOTChallenge's 1-based pixels (det.txt, gt.txt) into AI City's 0-based ones;
+    ``clip_every`` N > 1 takes one ``clip_len``-frame clip out of every N * ``clip_len`` frames
+    of a track for re-ID (1 = every frame, the thesis; N cuts re-ID work N-fold)."""
 
     tracker: ByteTrackConfig = field(default_factory=ByteTrackConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     exit_after: int | None = None
     clip_len: int = 4
+    clip_every: int = 1
     crop_size: tuple[int, int] = (256, 128)
     feed: FeedConfig = field(default_factory=FeedConfig)
     aic_pixel_offset: float = 1.0
@@ -76,6 +84,41 @@ class TrackingResult:
     table: list[dict] | None = None
 
 
+@dataclass
+class FrameUpdate:
+    """One camera frame as written: ``frame`` (its ``image`` uint8 (H, W, 3) RGB or None),
+    the confirmed ``tracks`` (tlwh in pixels, camera-local ids), ``global_ids`` {local: global}
+    at that frame, and ``latency_s`` (capture timestamp -> rows written, seconds)."""
+
+    frame: Frame
+    tracks: list[TrackOutput]
+    global_ids: dict[int, int]
+    latency_s: float
+
+
+class PipelineObserver:
+    """The pipeline's observer hook (displays, monitors); every method is a no-op here.
+
+    Called on the pipeline's thread, in this order: ``on_start`` once (camera names, frame
+    rates, and ``stats()``, which returns the readers' live :class:`CameraStats`: read, dropped,
+    queue depth), then per tick ``on_frame`` for each camera frame followed by ``on_match`` for
+    each gallery link made on it, and ``on_end`` once (``error`` set when the run failed).
+    Keep them quick and do not modify what they receive: the image is the pipeline's own."""
+
+    def on_start(self, cameras: Sequence[str], frame_rates: Mapping[str, float],
+                 stats: Callable[[], dict[str, CameraStats]]) -> None:
+        pass
+
+    def on_frame(self, update: FrameUpdate) -> None:
+        pass
+
+    def on_match(self, event: MatchEvent) -> None:
+        pass
+
+    def on_end(self, error: BaseException | None = None) -> None:
+        pass
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -83,14 +126,18 @@ def _pct(values: list[float], q: float) -> float:
 def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: str | Path,
                  config: TrackingConfig | None = None, topology: Topology | None = None,
                  ground_truth: Mapping[str, Path] | None = None,
-                 global_ground_truth: bool = False) -> TrackingResult:
+                 global_ground_truth: bool = False,
+                 observers: Sequence[PipelineObserver] = ()) -> TrackingResult:
     """Run every camera end to end, write the result files under ``out`` and, if
     ``ground_truth`` ({camera: gt.txt}) is given, evaluate (per camera; multi-camera IDF1 only
     when ``global_ground_truth``: one person keeps one id across cameras, as in the synthetic
-    scene). ``embedder``: ``embed_clips(uint8 (N, T, H, W, 3)) -> (N, D)``."""
+    scene). ``embedder``: ``embed_clips(uint8 (N, T, H, W, 3)) -> (N, D)``. ``observers`` see
+    every written frame and gallery match (:class:`PipelineObserver`)."""
     cfg = config or TrackingConfig()
     if not sources:
         raise ConfigError("tracking: no cameras given")
+    if cfg.clip_every < 1:
+        raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
     out = Path(out)
     (out / MOTION_ONLY).mkdir(parents=True, exist_ok=True)
     cameras = [s.camera for s in sources]
@@ -114,6 +161,19 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     first: dict[str, int] = {}
     last: dict[str, int] = {}
 
+    period = cfg.clip_len * cfg.clip_every
+
+    def clips(frame: Frame, tracks: list[TrackOutput]) -> None:
+        if period > cfg.clip_len:  # a clip of the track's next clip_len frames, then a pause
+            picked = []
+            for t in tracks:
+                n = t.track.extra.get("clip_n", 0)
+                t.track.extra["clip_n"] = n + 1
+                if n % period < cfg.clip_len:
+                    picked.append(t)
+            tracks = picked
+        bank.sink(frame, tracks)
+
     def collect(frame: Frame, tracks: list[TrackOutput]) -> None:
         pending[frame.camera] = tracks
 
@@ -123,24 +183,41 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
             cam = frame.camera
             tracks = pending.pop(cam, [])
             ids = [t.track_id for t in tracks]
-            matcher.update(cam, frame.index, frame.index / rates[cam], ids, bank.feature)
+            events = matcher.update(cam, frame.index, frame.index / rates[cam], ids,
+                                    bank.feature)
             glob = {t: matcher.global_id(cam, t) for t in ids}
             writers[GALLERY][cam].write(frame.index, tracks, glob)
             writers[MOTION_ONLY][cam].write(frame.index, tracks,
                                             {t: local_ids.get(cam, t) for t in ids})
             aic.write(cam, frame.index, tracks, glob)
             latencies[cam].append(time.time() - frame.timestamp)
+            for obs in observers:
+                obs.on_frame(FrameUpdate(frame, tracks, glob, latencies[cam][-1]))
+                for ev in events:
+                    obs.on_match(ev)
             first.setdefault(cam, frame.index)
             last[cam] = frame.index
 
     workers = {}
     for s in sources:
         tcfg = ByteTrackConfig(**{**asdict(cfg.tracker), "frame_rate": rates[s.camera]})
-        workers[s.camera] = CameraWorker(s.camera, ByteTracker(tcfg), sinks=[bank.sink, collect])
+        workers[s.camera] = CameraWorker(s.camera, ByteTracker(tcfg), sinks=[clips, collect])
+
+    def on_feed(feed: MultiCameraFeed) -> None:
+        for obs in observers:
+            obs.on_start(cameras, rates, feed.stats)
+
+    error: BaseException | None = None
     try:
-        report = run_pipeline(sources, detector, workers, cfg.feed, after_tick=after_tick)
+        report = run_pipeline(sources, detector, workers, cfg.feed, after_tick=after_tick,
+                              on_feed=on_feed if observers else None)
         matcher.finish(bank.feature)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        for obs in observers:
+            obs.on_end(error)
         for ws in writers.values():
             for w in ws.values():
                 w.close()

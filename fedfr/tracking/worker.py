@@ -76,17 +76,21 @@ class PipelineReport:
 
 def run_pipeline(sources: Sequence[Source], detector: Detector,
                  workers: Mapping[str, CameraWorker], feed: FeedConfig | None = None,
-                 after_tick: Callable[[list[Frame]], None] | None = None) -> PipelineReport:
+                 after_tick: Callable[[list[Frame]], None] | None = None,
+                 on_feed: Callable[[MultiCameraFeed], None] | None = None) -> PipelineReport:
     """Run all cameras to their end (synchronous) or until every stream ends (real-time).
 
     ``after_tick(batch)`` runs once per tick after every camera of the batch has been stepped
-    (e.g. one batched re-ID call for all cameras, then the cross-camera gallery)."""
+    (e.g. one batched re-ID call for all cameras, then the cross-camera gallery);
+    ``on_feed(feed)`` once when the readers have started (live counters for monitors)."""
     missing = [s.camera for s in sources if s.camera not in workers]
     if missing:
         raise ConfigError(f"no worker for cameras {missing}")
     t0 = time.perf_counter()
     detect_s = 0.0
     with MultiCameraFeed(sources, feed) as mc:
+        if on_feed is not None:
+            on_feed(mc)
         for batch in mc.ticks():
             td = time.perf_counter()
             dets = detector.detect(batch)

@@ -34,6 +34,7 @@ from fedfr.reid.workspace import (
     export_reid_nodes,
     open_reid_workspace,
     read_node_manifest,
+    records_digest,
 )
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from strategies.records import pack_arrays, unpack_arrays
@@ -56,10 +57,10 @@ def pretrained_path(cfg: Config, ws: ReidWorkspace):
     """Theta_g^0 / Phi_g^0 of the re-ID run: ``pretrained-path`` or the cache, keyed by digest."""
     if cfg.pretrained_path:
         return resolve_path(cfg.pretrained_path)
-    pub = ws.split.content()["public"]
     key = digest_of({
-        "public": pub["records-digest"], "model": cfg.reid_model, "h": cfg.reid_height,
-        "w": cfg.reid_width, "epochs": cfg.pretrain_epochs, "lr": cfg.reid_pretrain_lr,
+        "public": records_digest(ws.dataset(ws.public_name)), "model": cfg.reid_model,
+        "h": cfg.reid_height, "w": cfg.reid_width, "epochs": cfg.pretrain_epochs,
+        "lr": cfg.reid_pretrain_lr,
         "warmup": cfg.reid_warmup_epochs, "batch": cfg.batch_size, "k": cfg.reid_instances,
         "triplet": cfg.reid_triplet, "margin": cfg.reid_margin, "ls": cfg.reid_label_smoothing,
         "erasing": cfg.reid_erasing, "wd": cfg.weight_decay, "seed": cfg.seed,

@@ -60,11 +60,13 @@ def export_video_model(model: VideoReidNet, out_dir: str | Path,
                        formats: tuple[str, ...] | list[str] = ("torchscript", "onnx"), *,
                        clip_len: int | None = None, input_size: tuple[int, int] | None = None,
                        feature: str = "after", normalize: bool = False, opset: int = 17,
-                       atol: float = 1e-4, stem: str | None = None) -> dict[str, Path]:
+                       atol: float = 1e-4, stem: str | None = None,
+                       meta: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``<stem>.ts`` (TorchScript, traced) and / or ``<stem>.onnx`` plus ``<stem>.json``
     (the sidecar) to ``out_dir``; returns {format or "sidecar": path}.
 
-    clip_len / input_size default to the model's build config (``model.config``).
+    clip_len / input_size default to the model's build config (``model.config``); ``meta``
+    (e.g. a pruned model's channels and FLOPs) is written to the sidecar as ``meta``.
     Raises ConfigError for an unknown format and ExportMismatchError if a reloaded file's output
     differs from the eager model's by more than ``atol``.
     """
@@ -135,6 +137,8 @@ def export_video_model(model: VideoReidNet, out_dir: str | Path,
         "opset": opset if "onnx" in formats else None,
         "torch": torch.__version__,
     }
+    if meta:
+        sidecar["meta"] = meta
     side = out_dir / f"{stem}.json"
     side.write_text(json.dumps(sidecar, indent=1))
     paths["sidecar"] = side

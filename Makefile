@@ -76,6 +76,16 @@ reid-benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.reid_benchmark --out $(CURDIR)/outputs/reid-benchmark \
 	  --seeds $(REID_SEEDS) --run-config "cache-dir='$(CACHE)' $(REID_BENCH_CONFIG)"
 
+## fed-unsup: federated SGC-DPL (semi-reid) and HSR (unsup-reid) against source-only, each site
+## alone and the centralised method on the same split, 2 seeds (CSV + markdown);
+## FED_UNSUP_SEEDS / FED_UNSUP_CONFIG override
+FED_UNSUP_SEEDS ?= 0,1
+FED_UNSUP_CONFIG ?=
+.PHONY: fed-unsup
+fed-unsup: $(STAMP)
+	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.fed_unsup --out $(CURDIR)/outputs/fed-unsup \
+	  --seeds $(FED_UNSUP_SEEDS) --run-config "cache-dir='$(CACHE)' $(FED_UNSUP_CONFIG)"
+
 ## demo-orl: the same on the real ORL faces in ../shared/data/faces/orl
 demo-orl: $(STAMP)
 	$(BIN)/python -m server.simulate --num-supernodes 4 \

@@ -24,7 +24,7 @@ from fedfr.errors import ConfigError
 #: key -> default. Order is the order of the README table.
 DEFAULTS: dict[str, Any] = {
     # --- experiment -------------------------------------------------------------------------
-    "task": "face",  # the workload (fedfr.workloads): face | reid | video-reid
+    "task": "face",  # the workload (fedfr.workloads): face|reid|video-reid|semi-reid|unsup-reid
     "seed": 0,
     "output-dir": "outputs/default",  # relative paths resolve against $FEDFR_HOME (default ~/fedfr)
     "cache-dir": "cache",  # synthetic images and pre-trained checkpoints
@@ -126,6 +126,13 @@ DEFAULTS: dict[str, Any] = {
     "video-clip-len": 4,  # T frames per RRS clip (paper: 8; CF-AAN 6)
     "video-instances": 4,  # K tracklets per identity in a P x K batch (P = batch-size / K)
     "video-test-clips": "rrs",  # rrs (one RRS test clip) | all | all_continuous (clips averaged)
+    # --- re-ID with few or no labels (task = semi-reid / unsup-reid; docs/unsupervised-reid.md) ---
+    "semi-ratio": "1/3",  # labelled share of each site's training identities (1/3 1/6 1/12 50id)
+    "semi-init-rounds": 1,  # first rounds run SGC-DPL's iteration 0 (labelled + augmented triplet)
+    "semi-clustering": "sg-ap",  # sg-ap (thesis) | ap | dbscan | dbscan-ssg
+    "unsup-method": "hsr",  # Table 4.2 row: baseline | baseline+pbh | baseline+icm | hsr
+    "unsup-rho": 0.016,  # DBSCAN eps share of pairs (SSG: 1.6e-3 at Market size)
+    "unsup-labelled-sites": 0,  # the first N sites keep their labels (anchor sites)
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -138,6 +145,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reid-triplet": ("soft", "hinge", "none"),
     "reid-ap": ("noninterp", "trapezoid"),
     "video-test-clips": ("rrs", "all", "all_continuous"),
+    "semi-clustering": ("sg-ap", "ap", "dbscan", "dbscan-ssg"),
+    "unsup-method": ("baseline", "baseline+pbh", "baseline+icm", "hsr"),
 }
 
 #: personalised evaluation models: Theta_g, Theta_l, [Theta_l, Pi_l], and the two-stage
@@ -158,7 +167,7 @@ NON_NEGATIVE = {
     "alpha-cos", "alpha-con", "alpha-bce", "synthetic-difficulty", "lr",
     "fedface-margin", "fedface-lr", "personalize-epochs", "kd-weight",
     "reid-synthetic-ids", "reid-margin", "reid-label-smoothing", "reid-erasing",
-    "reid-warmup-epochs", "reid-hn-ratio",
+    "reid-warmup-epochs", "reid-hn-ratio", "semi-init-rounds", "unsup-labelled-sites",
 }
 
 #: keys that do not change what a run computes (excluded from the experiment digest)
@@ -310,6 +319,12 @@ class Config:
     video_clip_len: int
     video_instances: int
     video_test_clips: str
+    semi_ratio: str
+    semi_init_rounds: int
+    semi_clustering: str
+    unsup_method: str
+    unsup_rho: float
+    unsup_labelled_sites: int
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -322,6 +337,10 @@ class Config:
         items = {k: v for k, v in self.to_dict().items() if k not in skip}
         if items.get("task") == "face":  # face digests stay those of runs made before `task`
             del items["task"]
+        if items.get("task") not in ("semi-reid", "unsup-reid"):  # and before these keys
+            items = {k: v for k, v in items.items() if not k.startswith(("semi-", "unsup-"))}
+        if items.get("task") != "video-reid":
+            items = {k: v for k, v in items.items() if not k.startswith("video-")}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -402,6 +421,14 @@ def resolve(run_config: dict[str, Any] | None = None, **overrides: Any) -> Confi
     if not merged["reid-erasing"] <= 1.0:
         raise ConfigError(f"config 'reid-erasing': a probability in [0, 1], got "
                           f"{merged['reid-erasing']!r}")
+    if not 0.0 < merged["unsup-rho"] < 1.0:
+        raise ConfigError(f"config 'unsup-rho': a share of pairs in (0, 1), got "
+                          f"{merged['unsup-rho']!r}")
+    for key in DEFAULTS:  # the few-label tasks' keys apply to their task only
+        owner = {"semi": "semi-reid", "unsup": "unsup-reid"}.get(key.split("-")[0])
+        if owner and merged["task"] != owner and merged[key] != DEFAULTS[key]:
+            raise ConfigError(f"config '{key}' = {merged[key]!r} applies to task '{owner}', "
+                              f"not '{merged['task']}'")
     models = [m for m in merged["final-eval-models"].split(",") if m]
     bad = sorted(set(models) - set(EVAL_MODELS))
     if bad or not models:

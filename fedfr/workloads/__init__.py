@@ -16,6 +16,8 @@ BUILTIN: dict[str, str] = {
     "face": "fedfr.workloads.face:FaceWorkload",
     "reid": "fedfr.workloads.reid:ReidWorkload",
     "video-reid": "fedfr.workloads.video_reid:VideoReidWorkload",
+    "semi-reid": "fedfr.workloads.semi_reid:SemiReidWorkload",
+    "unsup-reid": "fedfr.workloads.unsup_reid:UnsupReidWorkload",
 }
 
 _REGISTRY: dict[str, object] = {}

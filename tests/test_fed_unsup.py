@@ -129,10 +129,20 @@ def test_few_label_tasks_refuse_what_does_not_apply(fu_root: Path, tmp_path: Pat
         resolve({"task": "semi-reid", "semi-clustering": "kmeans"})
     with pytest.raises(ConfigError, match="'unsup-rho': a share of pairs"):
         resolve({"task": "unsup-reid", "unsup-rho": 1.5})
+    # a real site's data is on its node, which refuses before training (the server, which does
+    # not open it, checks synthetic sites only)
+    from fedfr.workloads.base import NodeInfo
+
+    few = resolve(fu_config(fu_root, tmp_path, "semi-reid", **{"semi-ratio": "1/6"}))
+    semi.open_server_data(few)
     with pytest.raises(ConfigError, match="'semi-ratio' = '1/6': site fu-a has 6 training "
                                           "identities"):
-        semi.open_server_data(resolve(fu_config(fu_root, tmp_path, "semi-reid",
-                                                **{"semi-ratio": "1/6"})))
+        semi.train(few, NodeInfo(0, {}, tmp_path / "state"), None, 1, "x")
+    with pytest.raises(ConfigError, match="'semi-ratio' = '1/12': site synth-market has"):
+        semi.open_server_data(resolve({"task": "semi-reid", "semi-ratio": "1/12",
+                                       "strategy": "fedavg", "contrastive": False, "dfc": False,
+                                       "reid-synthetic-ids": 8, "reid-height": 32,
+                                       "reid-width": 16, "cache-dir": str(tmp_path / "c")}))
     # the face digest does not change with the few-label keys at their defaults
     assert "semi-ratio" in resolve({}).to_dict()
 

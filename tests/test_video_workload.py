@@ -215,3 +215,24 @@ def test_video_reid_through_flwr_run(tmp_path: Path) -> None:
     assert report["rounds"][0]["num-replies"] == 2 and report["rounds"][0]["aggregated"]
     assert math.isfinite(report["final"]["generic"]["synth-pridv.mAP"])
     assert "synth-mars mAP" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_the_server_never_opens_a_client_tracklet_set(video_root: Path, tmp_path: Path) -> None:
+    """As for image re-ID: a server whose data-root lacks the clients' sets (mars, DukeV) still
+    runs the federation, each client reading its own through its node config; split.json names
+    the client sets without their records."""
+    import shutil
+
+    server_root = tmp_path / "server-data"
+    kept = [d for d in video_root.iterdir() if "mars" not in d.name and "duke" not in d.name]
+    assert len(kept) == 2
+    for d in kept:
+        shutil.copytree(d, server_root / d.name)
+    cfg = resolve(video_config(server_root, tmp_path, **{"num-server-rounds": 1}))
+    ncs = [{"partition-id": i, "num-partitions": 2, "data-root": str(video_root)}
+           for i in range(2)]
+    report = run_federation(InProcessGrid(client_app, 2, cfg.to_dict(), node_configs=ncs), cfg)
+    assert report["rounds"][0]["aggregated"] and not report["failures"]["final-evaluation"]
+    doc = json.loads(Path(report["split"]["manifest"]).read_text())
+    assert [c["name"] for c in doc["clients"]] == ["mars", "dukemtmcvidreid"]
+    assert all(c["held-by"] == "client" and "records-digest" not in c for c in doc["clients"])

@@ -25,6 +25,7 @@ from fedfr.errors import ConfigError
 from fedfr.face.training.batches import seeded_generator
 from fedfr.face.training.local import PersonalState
 from fedfr.reid import federated as fed
+from fedfr.reid.workspace import SYNTHETIC_PREFIX
 from fedfr.workloads.base import NodeInfo, TrainOutcome
 from fedfr.workloads.reid import ReidWorkload
 from strategies.records import pack_arrays, unpack_arrays
@@ -92,17 +93,14 @@ class SemiReidWorkload(FewLabelReidWorkload):
         check_ratio(cfg.semi_ratio)
 
     def open_server_data(self, cfg: Config):
-        """The re-ID workspace, refused before any training when a site's ``semi-ratio`` share
-        of its training identities is under 2 labelled identities."""
-        from fedfr.reid.semi.splits import num_labelled
-
+        """The re-ID workspace, refused before any training when a synthetic site's
+        ``semi-ratio`` share of its training identities is under 2 labelled identities (the
+        server renders synthetic sites from the seed; a real site's data stays on its node, which
+        checks the same in ``train``)."""
         ws = super().open_server_data(cfg)
         for pid, name in enumerate(ws.client_names):
-            ids = ws.client(pid).num_train_pids
-            if ids < 3 or num_labelled(cfg.semi_ratio, ids) < 2:
-                raise ConfigError(f"config 'semi-ratio' = {cfg.semi_ratio!r}: site {name} has "
-                                  f"{ids} training identities, so fewer than 2 would be labelled "
-                                  "(SGC-DPL needs 2 or more; raise 'semi-ratio' or the data)")
+            if name.startswith(SYNTHETIC_PREFIX):
+                _check_labelled(cfg, name, ws.client(pid).num_train_pids)
         return ws
 
     def train(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
@@ -112,6 +110,7 @@ class SemiReidWorkload(FewLabelReidWorkload):
         pid = node.partition_id
         ws = self._workspace(cfg, node)
         split = ws.client(pid)
+        _check_labelled(cfg, split.name, split.num_train_pids)
         model, store, state = self.received_model(cfg, node, split, ws, arrays, server_round,
                                                   experiment_id)
         _, xl, xu = site_split(split.train, split.name, cfg.semi_ratio, cfg.seed)
@@ -121,3 +120,13 @@ class SemiReidWorkload(FewLabelReidWorkload):
                             semi_config(cfg), step, seeded_generator(cfg.seed, server_round, pid))
         return self.reply(cfg, model, store, server_round, res.w, res.num_examples, steps.count,
                           float(res.row.get("loss", float("nan"))))
+
+
+def _check_labelled(cfg: Config, name: str, ids: int) -> None:
+    """ConfigError unless site ``name`` with ``ids`` training identities gets >= 2 labelled."""
+    from fedfr.reid.semi.splits import num_labelled
+
+    if ids < 3 or num_labelled(cfg.semi_ratio, ids) < 2:
+        raise ConfigError(f"config 'semi-ratio' = {cfg.semi_ratio!r}: site {name} has {ids} "
+                          "training identities, so fewer than 2 would be labelled (SGC-DPL needs "
+                          "2 or more; raise 'semi-ratio' or the data)")

@@ -36,6 +36,7 @@ from fedfr.reid.video.workspace import (
     export_video_nodes,
     open_video_workspace,
     read_node_manifest,
+    tracklets_digest,
 )
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from strategies.records import pack_arrays, unpack_arrays
@@ -53,10 +54,9 @@ def pretrained_path(cfg: Config, ws: VideoWorkspace) -> Path:
     """Theta_g^0 / Phi_g^0 of the run: ``pretrained-path`` or the cache, keyed by digest."""
     if cfg.pretrained_path:
         return resolve_path(cfg.pretrained_path)
-    pub = ws.split.content()["public"]
     d = cfg.to_dict()
     key = digest_of({
-        "public": pub["records-digest"], **{k: d[k] for k in MODEL_KEYS},
+        "public": tracklets_digest(ws.public_split()), **{k: d[k] for k in MODEL_KEYS},
         **{k: d[k] for k in ("pretrain-epochs", "reid-pretrain-lr", "reid-warmup-epochs",
                              "batch-size", "video-instances", "reid-triplet", "reid-margin",
                              "reid-label-smoothing", "reid-erasing", "weight-decay", "seed")},

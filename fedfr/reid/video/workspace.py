@@ -33,7 +33,7 @@ from fedfr.errors import ConfigError
 from fedfr.face.data.export import NODE_MANIFEST
 from fedfr.node_data import NodeDataError
 from fedfr.reid.data.records import Tracklet, VideoSplit
-from fedfr.reid.workspace import names
+from fedfr.reid.workspace import ClientDataset, names
 
 #: synthetic tracklet set -> (TrackletSpec preset it starts from, the synthetic.py domain whose
 #: people, cameras and image style it shows); every domain here has at most 6 cameras (MARS names)
@@ -150,34 +150,52 @@ def _tracklets_digest(h: Any, tracklets: list[Tracklet], root: Path) -> None:
         h.update(f"{t.pid}|{t.camid}|{','.join(rels)}\n".encode())
 
 
+def tracklets_digest(split: VideoSplit) -> str:
+    """16 hex digits over a tracklet set's train / query / gallery (pid, camera, frame paths
+    relative to the set's root): the same wherever the copy lives."""
+    h = hashlib.sha256()
+    for part in ("train", "query", "gallery"):
+        h.update(part.encode())
+        _tracklets_digest(h, getattr(split, part), Path(split.root))
+    return h.hexdigest()[:16]
+
+
+def client_dataset(cfg: Config, name: str) -> ClientDataset:
+    """A client's tracklet set as the server names it: the generator's spec digest for a
+    synthetic set, the reader's name for a real one; never its records."""
+    if name in SYNTHETIC_SETS:
+        spec = synthetic_spec(cfg, name)
+        return ClientDataset(name, {"generator": "synthetic-tracklets",
+                                    "spec-digest": spec.digest()[:16]})
+    return ClientDataset(name, {"reader": name})
+
+
 @dataclass
 class VideoFederatedSplit:
-    """Which tracklet set plays which role; saved as ``split.json`` next to the report."""
+    """Which tracklet set plays which role; saved as ``split.json`` next to the report. The
+    server holds the public and the unseen sets; a client's set lives on its node and appears by
+    name and what determines it (``ClientDataset``), as for image re-ID."""
 
-    clients: list[VideoSplit]
+    clients: list[ClientDataset]
     unseen: list[VideoSplit]
     public: VideoSplit
 
     def content(self) -> dict[str, Any]:
         def one(s: VideoSplit) -> dict[str, Any]:
-            h = hashlib.sha256()
-            for part in ("train", "query", "gallery"):
-                h.update(part.encode())
-                _tracklets_digest(h, getattr(s, part), Path(s.root))
             return {"name": s.name, "root": str(s.root), "summary": s.summary(),
-                    "records-digest": h.hexdigest()[:16]}
+                    "records-digest": tracklets_digest(s)}
 
-        return {"task": "video-reid", "clients": [one(s) for s in self.clients],
+        return {"task": "video-reid", "clients": [c.content() for c in self.clients],
                 "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
 
     def digest(self) -> str:
         body = self.content()
-        for d in body["clients"] + body["unseen"] + [body["public"]]:
+        for d in body["unseen"] + [body["public"]]:
             d.pop("root")  # where a copy lives does not change the data
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
-        return {"clients": {s.name: s.summary() for s in self.clients},
+        return {"clients": {c.name: c.source for c in self.clients},
                 "unseen": {s.name: s.summary() for s in self.unseen},
                 "public": {self.public.name: self.public.summary()}}
 
@@ -210,8 +228,16 @@ class VideoWorkspace:
                 if self.node_dir is not None and name not in self.node_datasets():
                     raise NodeDataError(f"{self.node_dir}: this node holds "
                                         f"{self.node_datasets()}, not {name!r}")
-                self._splits[cache_key] = read_tracklet_set(self.cfg, name, key, self.data_root,
-                                                            self.node_dir, split_id)
+                split = read_tracklet_set(self.cfg, name, key, self.data_root, self.node_dir,
+                                          split_id)
+                if self.node_dir is not None:
+                    want = read_node_manifest(self.node_dir).get("records-digests", {}).get(name)
+                    if want is not None and tracklets_digest(split) != want:
+                        raise NodeDataError(
+                            f"{Path(self.node_dir) / NODE_MANIFEST}: tracklet set {name!r} has "
+                            f"records digest {tracklets_digest(split)}, but the export wrote "
+                            f"{want} (the node's copy changed since; export again)")
+                self._splits[cache_key] = split
             return self._splits[cache_key]
 
     def node_datasets(self) -> list[str]:
@@ -240,7 +266,7 @@ class VideoWorkspace:
 
     @property
     def split(self) -> VideoFederatedSplit:
-        return VideoFederatedSplit([self.client(i) for i in range(len(self.client_names))],
+        return VideoFederatedSplit([client_dataset(self.cfg, n) for n in self.client_names],
                                    [self.dataset(n, "video-unseen") for n in self.unseen_names],
                                    self.public_split())
 
@@ -274,14 +300,16 @@ def export_video_nodes(cfg: Config, out: Path) -> list[Path]:
         wanted = [(name, "video-clients")]
         if cfg.uses_public_data:
             wanted.append((ws.public_name, "video-public"))
-        for ds, key in wanted:
+        for ds, _ in wanted:
             if ds not in SYNTHETIC_SETS:
                 raise ConfigError(f"video re-ID node export of the real dataset {ds!r} is not "
                                   "implemented: put a copy under each node's data-dir/data/")
-            read_tracklet_set(cfg, ds, key, node_dir=folder)
+        digests = {ds: tracklets_digest(read_tracklet_set(cfg, ds, key, node_dir=folder))
+                   for ds, key in wanted}
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps({"task": "video-reid", "partition-id": i,
                                       "datasets": [d for d, _ in wanted],
+                                      "records-digests": digests,
                                       "split-digest": ws.split.digest()}, indent=1),
                           folder / NODE_MANIFEST)
         dirs.append(folder)

@@ -160,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="60 frames, no real detector (a smoke run, numbers not for docs)")
     ap.add_argument("--no-detector", action="store_true", help="skip the torchvision rows")
     ap.add_argument("--detector-frames", type=int, default=20)
-    ap.add_argument("--only", choices=("all", "speed", "gallery"), default="all",
-                    help="speed: the FPS rows; gallery: appearance vs motion-only rows")
+    ap.add_argument("--only", choices=("all", "speed", "gallery", "target"), default="all",
+                    help="speed: the FPS rows; gallery: appearance vs motion-only rows; "
+                         "target: the 3-stream small_reid rows (clip_every 1 and 4, sync)")
     args = ap.parse_args(argv)
     import torch
 
@@ -184,9 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "gallery":
         return finish(args, rows, frames, t0)
     over = scene(work, "overlapping", frames)
-    disj = scene(work, "disjoint", frames)
     cams = ["c001", "c002", "c003"]
     det_label = {"detector": "det.txt"}
+    if args.only == "target":  # the target: 3 streams, det.txt, the small re-ID model
+        for clip in (1, 4):
+            add({"data": "synthetic overlapping", **det_label, "embedder": "small_reid",
+                 "clip_every": clip}, [over / c for c in cams], f"over-small_reid-{clip}-3",
+                emb="small_reid", clip_every=clip)
+        return finish(args, rows, frames, t0)
+    disj = scene(work, "disjoint", frames)
     for emb in ("colour-hist", "small_reid"):
         for clip in (4, 1):  # 4: one 4-frame clip per 16 frames of a track; 1: every frame
             lab = {**det_label, "embedder": emb, "clip_every": clip}

@@ -205,12 +205,14 @@ def main(args: argparse.Namespace) -> int:
         names.add(src.camera)
         sources.append(src)
     detector, aic_offset = _detector(args, sources)
-    if args.crop_size:
-        crop = _size(args.crop_size, "--crop-size")
-    else:
-        crop = (128, 64) if args.embedder in ("colour-hist", "color-hist") else (256, 128)
+    crop = _size(args.crop_size, "--crop-size") if args.crop_size else None
     kwargs = {"name": args.reid_name} if args.reid_name else {}
-    embedder = build_embedder(args.embedder, **kwargs)
+    if args.embedder in ("colour-hist", "color-hist", "colour", "hist"):
+        embedder = build_embedder(args.embedder)
+        crop = crop or (128, 64)
+    else:  # a re-ID model: the crops are its input (--crop-size, else stored, else 256 x 128)
+        embedder = build_embedder(args.embedder, size=crop, **kwargs)
+        crop = embedder.size
     topology = Topology.load(args.topology) if args.topology else None
     config = TrackingConfig(
         tracker=ByteTrackConfig(track_thresh=args.track_thresh, match_thresh=args.match_thresh,

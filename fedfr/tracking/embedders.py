@@ -146,11 +146,15 @@ def save_reid_model(path: str | Path, model: Any, name: str,
 def load_reid_model(path: str | Path, name: str | None = None, **build_kwargs: Any):
     """A re-ID network in eval mode from ``path``:
 
-    * a file of :func:`save_reid_model` (name and build arguments inside);
+    * a file of :func:`save_reid_model` (name and build arguments inside), also one whose
+      layers are narrower than the architecture's (a model pruned by
+      ``python -m fedfr.tracking.reid_pruning``): the layers are shrunk to the stored shapes;
     * a pruned model of ``fedfr prune`` (``fedfr.pruning.io`` format, rebuilt at its pruned
       widths);
-    * a plain state dict (or ``{"state_dict": ...}`` / ``{"model": ...}``) of
-      ``build_reid_model(name, **build_kwargs)``: ``name`` is then required.
+    * a re-ID federation's ``final_model.pt`` (``backbone.*`` arrays), a pre-training cache
+      file (``backbone`` / ``phi``), a plain state dict (or ``{"state_dict": ...}`` /
+      ``{"model": ...}``) of ``build_reid_model(name, **build_kwargs)``: ``name`` is then
+      required (the run's ``reid-model``, e.g. ``small_reid``).
 
     A file that fits none raises DataFormatError naming it and what was expected."""
     import torch
@@ -170,21 +174,43 @@ def load_reid_model(path: str | Path, name: str | None = None, **build_kwargs: A
 
         return load_pruned(path)[0].eval()
     else:
-        state = rec.get("state_dict", rec.get("model", rec)) if isinstance(rec, dict) else None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                                  for v in state.values()):
+        state = None
+        if isinstance(rec, dict):
+            state = rec.get("state_dict", rec.get("model", rec.get("backbone", rec)))
+        if isinstance(state, dict) and state and all(k.startswith("backbone.") for k in state):
+            state = {k[len("backbone."):]: v for k, v in state.items()}  # federation arrays
+        if not isinstance(state, dict) or not state or not all(
+                isinstance(v, torch.Tensor) for v in state.values()):
             raise DataFormatError(f"{path}: not a re-ID model (expected a {REID_MODEL_FORMAT} "
-                                  "file, a pruned model or a state dict)")
+                                  "file, a pruned model, a re-ID federation's final_model.pt "
+                                  "or a state dict)")
         if name is None:
             raise DataFormatError(f"{path}: a bare state dict; give the architecture name "
-                                  "(e.g. --reid-arch resnet50)")
+                                  "(e.g. --reid-name small_reid)")
     model = build_reid_model(name, **build_kwargs)
+    own = model.state_dict()
+    narrower = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
+        if narrower:  # a pruned model: rebuild its layers at the stored widths
+            from fedfr.pruning.io import shrink_to
+
+            model = shrink_to(model, state)
+        else:
+            model.load_state_dict(state)
+    except (RuntimeError, DataFormatError) as exc:
         first = str(exc).splitlines()[0][:200]
         raise DataFormatError(f"{path}: state dict does not fit {name!r} ({first})") from exc
     return model.eval()
+
+
+def stored_input_size(path: str | Path) -> tuple[int, int] | None:
+    """The input (H, W) a :func:`save_reid_model` file records in ``meta["input"]``, if any."""
+    from fedfr.checkpoint import safe_load
+
+    rec = safe_load(Path(path))
+    size = rec.get("meta", {}).get("input") if isinstance(rec, dict) and \
+        rec.get("format") == REID_MODEL_FORMAT else None
+    return (int(size[0]), int(size[1])) if size else None
 
 
 class ReidModelEmbedder(ClipEmbedder):
@@ -208,7 +234,15 @@ class ReidModelEmbedder(ClipEmbedder):
     @classmethod
     def from_path(cls, path: str | Path, name: str | None = None, **kwargs: Any
                   ) -> ReidModelEmbedder:
-        return cls(load_reid_model(path, name), **kwargs)
+        """The model of ``path`` (:func:`load_reid_model`); its input size is ``size`` if
+        given, else the one stored in the file's ``meta["input"]`` (H, W), else 256 x 128."""
+        model = load_reid_model(path, name)
+        if kwargs.get("size") is None:
+            kwargs.pop("size", None)
+            stored = stored_input_size(path)
+            if stored is not None:
+                kwargs["size"] = stored
+        return cls(model, **kwargs)
 
     def _forward(self, crops: np.ndarray) -> np.ndarray:
         from fedfr.reid.data.transforms import normalize

@@ -18,6 +18,7 @@ call (batched across cameras by the caller).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -228,7 +229,9 @@ class ReidModelEmbedder(ClipEmbedder):
         self.batch_size, self.half = batch_size, half
         if half:
             self.model = self.model.half()
-        with torch.no_grad():
+        if feature not in ("after", "before"):
+            raise ConfigError(f"ReidModelEmbedder: feature {feature!r}: expected after | before")
+        with torch.inference_mode():
             self.dim = int(self._forward(np.zeros((1, *self.size, 3), np.uint8)).shape[1])
 
     @classmethod
@@ -245,18 +248,18 @@ class ReidModelEmbedder(ClipEmbedder):
         return cls(model, **kwargs)
 
     def _forward(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 (B, H, W, 3) -> (B, D) float32, not normalised. The model is held in eval
+        mode, so a ReidNet is called directly (its ``embed`` toggles every submodule's mode on
+        each call); the arithmetic is that of ``embed``."""
         from fedfr.reid.data.transforms import normalize
 
         x = self.torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
         x = normalize(x).to(self.device)
         if self.half:
             x = x.half()
-        if hasattr(self.model, "embed"):
-            out = self.model.embed(x, feature=self.feature)
-        else:
-            out = self.model(x)
-            if isinstance(out, tuple):
-                out = out[1] if self.feature == "after" else out[0]
+        out = self.model(x)
+        if isinstance(out, tuple):  # a ReidNet: (f, f_bn)
+            out = out[1] if self.feature == "after" else out[0]
         return out.float().cpu().numpy()
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
@@ -266,7 +269,7 @@ class ReidModelEmbedder(ClipEmbedder):
         if crops.shape[1:3] != self.size:
             crops = resize_crops(crops, self.size)
         outs = []
-        with self.torch.no_grad():
+        with self.torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
                 outs.append(self._forward(crops[i:i + self.batch_size]))
         return l2_normalise(np.concatenate(outs))
@@ -284,12 +287,13 @@ def crop_boxes(image: np.ndarray, tlwh: np.ndarray, size: tuple[int, int] = (256
     """Crops of ``image`` (H, W, 3) uint8 at boxes ``tlwh`` (N, 4) (0-based pixels, clipped to
     the image, at least 1 pixel), each resized to ``size`` (H, W): uint8 (N, H, W, 3)."""
     img_h, img_w = image.shape[:2]
-    out = np.zeros((len(tlwh), size[0], size[1], 3), np.uint8)
-    for i, (x, y, w, h) in enumerate(np.asarray(tlwh, np.float64).reshape(-1, 4)):
-        x0 = int(np.clip(np.floor(x), 0, img_w - 1))
-        y0 = int(np.clip(np.floor(y), 0, img_h - 1))
-        x1 = int(np.clip(np.ceil(x + w), x0 + 1, img_w))
-        y1 = int(np.clip(np.ceil(y + h), y0 + 1, img_h))
+    out = np.empty((len(tlwh), size[0], size[1], 3), np.uint8)
+    # plain float arithmetic per box (numpy scalar calls cost more than the resize itself)
+    for i, (x, y, w, h) in enumerate(np.asarray(tlwh, np.float64).reshape(-1, 4).tolist()):
+        x0 = min(max(math.floor(x), 0), img_w - 1)
+        y0 = min(max(math.floor(y), 0), img_h - 1)
+        x1 = min(max(math.ceil(x + w), x0 + 1), img_w)
+        y1 = min(max(math.ceil(y + h), y0 + 1), img_h)
         out[i] = np.asarray(Image.fromarray(image[y0:y1, x0:x1]).resize(
             (size[1], size[0]), Image.BILINEAR))
     return out

@@ -187,9 +187,6 @@ def main(args: argparse.Namespace) -> int:
                                   or args.ray_pin_cameras):
         raise ConfigError("--ray-address / --ray-num-cpus / --ray-pin-cameras need "
                           "--backend ray")
-    if args.backend == "ray" and (args.serve or args.clip_every != 1):
-        raise ConfigError("--backend ray: --serve and --clip-every are threads-backend options "
-                          "(the Ray stages publish no frames and embed every clip)")
     if args.hota:
         from fedfr.tracking.hota import require_trackeval
 
@@ -227,21 +224,20 @@ def main(args: argparse.Namespace) -> int:
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)
     gt = {s.camera: s.info.root / "gt" / "gt.txt" for s in sources
           if (s.info.root / "gt" / "gt.txt").is_file()}
-    if args.backend == "ray":
-        from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
-
-        options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
-                             pin_cameras=args.ray_pin_cameras)
-        result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
-                                  ground_truth=gt, global_ground_truth=global_gt,
-                                  options=options)
-        _report(args, result, gt, global_gt)
-        return 0
     server, observers = _serve(args, sources) if args.serve else (None, [])
     try:
-        result = run_tracking(sources, detector, embedder, args.out, config, topology,
-                              ground_truth=gt, global_ground_truth=global_gt,
-                              observers=observers)
+        if args.backend == "ray":
+            from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
+
+            options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
+                                 pin_cameras=args.ray_pin_cameras)
+            result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
+                                      ground_truth=gt, global_ground_truth=global_gt,
+                                      options=options, observers=observers)
+        else:
+            result = run_tracking(sources, detector, embedder, args.out, config, topology,
+                                  ground_truth=gt, global_ground_truth=global_gt,
+                                  observers=observers)
         _report(args, result, gt, global_gt)
         if server is not None:
             _linger(server, args.linger)

@@ -61,8 +61,19 @@ def scene(work: Path, setup: str, frames: int, fps: float = 25.0,
     return out
 
 
+MODELS: dict[str, Path] = {}  # --model NAME=PATH: re-ID model files (fedfr track --embedder)
+MODEL_SIZE = [(64, 32)]  # --model-size: input of a model file that records none
+
+
 def embedder(name: str):
-    """(embedder, crop size (H, W))."""
+    """(embedder, crop size (H, W)): colour-hist, a ``--model`` file by its name (crops at
+    its stored input size), or a randomly initialised architecture."""
+    if name in MODELS:
+        from fedfr.tracking.embedders import ReidModelEmbedder, stored_input_size
+
+        size = stored_input_size(MODELS[name]) or MODEL_SIZE[0]
+        emb = ReidModelEmbedder.from_path(MODELS[name], "small_reid", size=size)
+        return emb, emb.size
     if name == "colour-hist":
         from fedfr.tracking.embedders import ColourHistogramEmbedder
 
@@ -160,11 +171,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="60 frames, no real detector (a smoke run, numbers not for docs)")
     ap.add_argument("--no-detector", action="store_true", help="skip the torchvision rows")
     ap.add_argument("--detector-frames", type=int, default=20)
-    ap.add_argument("--only", choices=("all", "speed", "gallery", "target"), default="all",
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="a re-ID model file (federated, pruned, ...) for --only models")
+    ap.add_argument("--model-size", default="64x32",
+                    help="HxW input of a --model file that records none (a federation's "
+                         "final_model.pt; the re-ID workload's default reid-height x width)")
+    ap.add_argument("--only", choices=("all", "speed", "gallery", "target", "models"),
+                    default="all",
                     help="speed: the FPS rows; gallery: appearance vs motion-only rows; "
                          "target: the 3-stream small_reid rows (clip_every 1 and 4, sync)")
     args = ap.parse_args(argv)
     import torch
+
+    for item in args.model:
+        name, _, path = item.partition("=")
+        if not name or not path or not Path(path).is_file():
+            ap.error(f"--model {item!r}: expected NAME=PATH of an existing model file")
+        MODELS[name] = Path(path)
+    h, _, w = args.model_size.partition("x")
+    MODEL_SIZE[0] = (int(h), int(w))
+    if args.only == "models" and not MODELS:
+        ap.error("--only models needs --model NAME=PATH")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown([row]).splitlines()[-1], flush=True)
 
     print(markdown([]), end="")
+    if args.only == "models":  # colour histograms vs the given models vs motion only
+        model_rows(add, work, 300, ["colour-hist", *MODELS], frames)
+        return finish(args, rows, frames, t0)
     if args.only in ("all", "gallery"):
         gallery_rows(add, work, 100 if args.quick else 300)
     if args.only == "gallery":
@@ -234,6 +264,24 @@ def gallery_rows(add, work: Path, frames: int) -> None:
                  "detector": "det.txt", "embedder": emb, "clip_every": 1}, seqs,
                 f"corridor-{emb}-{int(topo)}", emb=emb,
                 topology=disj / "topology.json" if topo else None)
+
+
+def model_rows(add, work: Path, corridor_frames: int, embedders: list[str],
+               frames: int) -> None:
+    """Each embedder (clip_every 1, the thesis) on the disjoint corridor at 10 FPS (480 x 360,
+    with and without its topology) and on the overlapping 25 FPS scene (3 x 640 x 480);
+    the motion-only baseline is the same pass's ``mc_idf1_motion``."""
+    disj = scene(work, "disjoint", corridor_frames, fps=10.0, size=(480, 360))
+    over = scene(work, "overlapping", frames)
+    cams = ("c001", "c002", "c003")
+    for emb in embedders:
+        for topo in (True, False):
+            add({"data": "disjoint corridor 10 FPS" + (" + topology" if topo else ""),
+                 "detector": "det.txt", "embedder": emb, "clip_every": 1},
+                [disj / c for c in cams], f"models-corridor-{emb}-{int(topo)}", emb=emb,
+                topology=disj / "topology.json" if topo else None)
+        add({"data": "synthetic overlapping", "detector": "det.txt", "embedder": emb,
+             "clip_every": 1}, [over / c for c in cams], f"models-over-{emb}", emb=emb)
 
 
 def web_view_cost(frames: int = 250, tracks: int = 8) -> dict:

@@ -178,8 +178,10 @@ def load_reid_model(path: str | Path, name: str | None = None, **build_kwargs: A
         state = None
         if isinstance(rec, dict):
             state = rec.get("state_dict", rec.get("model", rec.get("backbone", rec)))
-        if isinstance(state, dict) and state and all(k.startswith("backbone.") for k in state):
-            state = {k[len("backbone."):]: v for k, v in state.items()}  # federation arrays
+        keys = [k for k in state if k != "phi"] if isinstance(state, dict) else []
+        if keys and all(k.startswith("backbone.") for k in keys):  # a federation's arrays
+            state = {k[len("backbone."):]: v for k, v in state.items()
+                     if k.startswith("backbone.")}  # FedFR's Phi_g is not part of the net
         if not isinstance(state, dict) or not state or not all(
                 isinstance(v, torch.Tensor) for v in state.values()):
             raise DataFormatError(f"{path}: not a re-ID model (expected a {REID_MODEL_FORMAT} "

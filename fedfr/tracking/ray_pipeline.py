@@ -5,8 +5,9 @@ the fast tests) or as a Ray actor (:class:`RayExecutor`):
 
 * :class:`CameraStage`, **one per camera**: its reader (a one-camera ``MultiCameraFeed``:
   synchronous or real-time with drop-oldest and drop counts), the detector, BYTE inside a
-  ``CameraWorker`` (camera-local ids) and the crops of the confirmed tracks. Frames never leave
-  the stage; only boxes and re-ID crops (``crop_size``, uint8) do.
+  ``CameraWorker`` (camera-local ids) and the crops of the confirmed tracks that the clip
+  schedule (``clip_every``) picks. Only boxes, re-ID crops (``crop_size``, uint8) and the
+  reader's counters leave the stage, and the frame itself only when observers are attached.
 * :class:`ReidBatcher`, **one shared**: a ``TrackFeatureBank``; per tick it takes the crops of
   all cameras and embeds every ready 4-frame clip in one ``embed_clips`` call, and returns the
   running-average features that changed.
@@ -16,8 +17,9 @@ the fast tests) or as a Ray actor (:class:`RayExecutor`):
 
 The driver steps all cameras in parallel, one frame each per tick (as ``MultiCameraFeed.ticks``
 does for the threaded pipeline), sends their crops to the batcher, passes the batcher's result
-to the gallery by reference, and writes the same files as ``run_tracking`` (global ids,
-motion-only baseline, AI City) and the same evaluation table. In synchronous mode the ticks,
+to the gallery by reference, writes the same files as ``run_tracking`` (its
+``ResultWriter``: global ids, motion-only baseline, AI City) and the same evaluation table,
+and makes the same ``PipelineObserver`` calls (the web view). In synchronous mode the ticks,
 the clip batches and the order of matcher updates equal the threaded pipeline's, so the global
 identities are identical (a test checks this, with and without Ray).
 """

@@ -84,7 +84,9 @@ def embedder(name: str):
     from fedfr.tracking.embedders import ReidModelEmbedder
 
     torch.manual_seed(0)
-    return ReidModelEmbedder(build_reid_model(name), size=(128, 64)), (128, 64)
+    fuse = name.endswith("+fuse-bn")
+    net = build_reid_model(name.removesuffix("+fuse-bn"))
+    return ReidModelEmbedder(net, size=(128, 64), fuse_bn=fuse), (128, 64)
 
 
 def run_case(seqs: list[Path], out: Path, *, emb: str, realtime: bool = False,
@@ -218,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     cams = ["c001", "c002", "c003"]
     det_label = {"detector": "det.txt"}
     if args.only == "target":  # the target: 3 streams, det.txt, the small re-ID model
-        for clip in (1, 4):
-            add({"data": "synthetic overlapping", **det_label, "embedder": "small_reid",
-                 "clip_every": clip}, [over / c for c in cams], f"over-small_reid-{clip}-3",
-                emb="small_reid", clip_every=clip)
+        for emb in ("small_reid", "small_reid+fuse-bn"):  # + BatchNorms folded into the convs
+            for clip in (1, 4):
+                add({"data": "synthetic overlapping", **det_label, "embedder": emb,
+                     "clip_every": clip}, [over / c for c in cams], f"over-{emb}-{clip}-3",
+                    emb=emb, clip_every=clip)
         return finish(args, rows, frames, t0)
     disj = scene(work, "disjoint", frames)
     for emb in ("colour-hist", "small_reid"):

@@ -78,3 +78,23 @@ def test_result_files_identical_to_reference_path(tmp_path, monkeypatch):
         assert (tmp_path / "new" / f).read_bytes() == (tmp_path / "old" / f).read_bytes(), f
     assert new.matches == old.matches
     assert sum(1 for _ in (tmp_path / "new" / "c001.txt").open()) > 10
+
+
+def test_fuse_bn_folds_the_trunk_and_keeps_the_features():
+    from torch import nn
+
+    from fedfr.tracking.embedders import fuse_conv_bn
+
+    torch.manual_seed(0)
+    net = build_reid_model("small_reid").eval()
+    for m in net.modules():  # non-trivial statistics, as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    fused = fuse_conv_bn(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.backbone.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.backbone.modules())  # a copy
+    crops = np.random.default_rng(0).integers(0, 255, (5, 64, 32, 3), dtype=np.uint8)
+    a = ReidModelEmbedder(net, size=(64, 32)).embed(crops)
+    b = ReidModelEmbedder(net, size=(64, 32), fuse_bn=True).embed(crops)
+    assert np.abs(a - b).max() < 1e-5

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedder", default="colour-hist",
                    help="colour-hist or a re-ID model file (fedfr reid / fedfr prune)")
     p.add_argument("--reid-name", default=None, help="model name for a bare state-dict file")
+    p.add_argument("--fuse-bn", action="store_true",
+                   help="re-ID model: fold BatchNorms into the convolutions (faster; features "
+                        "differ by ~1e-7)")
     p.add_argument("--crop-size", default=None,
                    help="re-ID crop HxW (default 128x64 colour-hist, 256x128 a model)")
     p.add_argument("--clip-every", type=int, default=1,
@@ -208,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
         embedder = build_embedder(args.embedder)
         crop = crop or (128, 64)
     else:  # a re-ID model: the crops are its input (--crop-size, else stored, else 256 x 128)
-        embedder = build_embedder(args.embedder, size=crop, **kwargs)
+        embedder = build_embedder(args.embedder, size=crop, fuse_bn=args.fuse_bn, **kwargs)
         crop = embedder.size
     topology = Topology.load(args.topology) if args.topology else None
     config = TrackingConfig(

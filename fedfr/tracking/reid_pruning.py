@@ -90,16 +90,14 @@ def imprint(net: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int, scal
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fedfr.commands.evaluate_reid import load_reid_state
     from fedfr.commands.prune import add_arguments
     from fedfr.config import parse_run_config, resolve
     from fedfr.pruning.cpo import CPOConfig
     from fedfr.pruning.global_pruning import GlobalConfig
     from fedfr.pruning.pipeline import markdown, run, write_report
     from fedfr.pruning.task import FineTuneSchedule
-    from fedfr.reid.models import build_reid_model
     from fedfr.runtime import configure_threads
-    from fedfr.tracking.embedders import save_reid_model
+    from fedfr.tracking.embedders import load_reid_model, save_reid_model
 
     ap = argparse.ArgumentParser(prog="python -m fedfr.tracking.reid_pruning",
                                  description=__doc__.splitlines()[0])
@@ -123,13 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.method != "cpo" and not constraints:
         raise ConfigError("give at least one of --flops, --params, --latency")
     torch.manual_seed(args.seed)
-    net = build_reid_model(cfg.reid_model)
-    state = load_reid_state(args.checkpoint)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{args.checkpoint}: does not fit re-ID model {cfg.reid_model!r}: "
-                          f"{str(exc).splitlines()[0][:200]}") from exc
+    net = load_reid_model(args.checkpoint, cfg.reid_model)  # the run's reid-model
     task, classes = public_task(cfg, args.batch_size, args.seed, args.val_every)
     model = ReidClassifierNet(net, imprint(net, task.x_train, task.y_train, classes,
                                            args.scale))

@@ -61,8 +61,19 @@ def scene(work: Path, setup: str, frames: int, fps: float = 25.0,
     return out
 
 
+MODELS: dict[str, Path] = {}  # --model NAME=PATH: re-ID model files (fedfr track --embedder)
+MODEL_SIZE = [(64, 32)]  # --model-size: input of a model file that records none
+
+
 def embedder(name: str):
-    """(embedder, crop size (H, W))."""
+    """(embedder, crop size (H, W)): colour-hist, a ``--model`` file by its name (crops at
+    its stored input size), or a randomly initialised architecture."""
+    if name in MODELS:
+        from fedfr.tracking.embedders import ReidModelEmbedder, stored_input_size
+
+        size = stored_input_size(MODELS[name]) or MODEL_SIZE[0]
+        emb = ReidModelEmbedder.from_path(MODELS[name], "small_reid", size=size)
+        return emb, emb.size
     if name == "colour-hist":
         from fedfr.tracking.embedders import ColourHistogramEmbedder
 
@@ -73,7 +84,9 @@ def embedder(name: str):
     from fedfr.tracking.embedders import ReidModelEmbedder
 
     torch.manual_seed(0)
-    return ReidModelEmbedder(build_reid_model(name), size=(128, 64)), (128, 64)
+    fuse = name.endswith("+fuse-bn")
+    net = build_reid_model(name.removesuffix("+fuse-bn"))
+    return ReidModelEmbedder(net, size=(128, 64), fuse_bn=fuse), (128, 64)
 
 
 def run_case(seqs: list[Path], out: Path, *, emb: str, realtime: bool = False,
@@ -160,10 +173,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="60 frames, no real detector (a smoke run, numbers not for docs)")
     ap.add_argument("--no-detector", action="store_true", help="skip the torchvision rows")
     ap.add_argument("--detector-frames", type=int, default=20)
-    ap.add_argument("--only", choices=("all", "speed", "gallery"), default="all",
-                    help="speed: the FPS rows; gallery: appearance vs motion-only rows")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                    help="a re-ID model file (federated, pruned, ...) for --only models")
+    ap.add_argument("--model-size", default="64x32",
+                    help="HxW input of a --model file that records none (a federation's "
+                         "final_model.pt; the re-ID workload's default reid-height x width)")
+    ap.add_argument("--only", choices=("all", "speed", "gallery", "target", "models"),
+                    default="all",
+                    help="speed: the FPS rows; gallery: appearance vs motion-only rows; "
+                         "target: the 3-stream small_reid rows (clip_every 1 and 4, sync)")
     args = ap.parse_args(argv)
     import torch
+
+    for item in args.model:
+        name, _, path = item.partition("=")
+        if not name or not path or not Path(path).is_file():
+            ap.error(f"--model {item!r}: expected NAME=PATH of an existing model file")
+        MODELS[name] = Path(path)
+    h, _, w = args.model_size.partition("x")
+    MODEL_SIZE[0] = (int(h), int(w))
+    if args.only == "models" and not MODELS:
+        ap.error("--only models needs --model NAME=PATH")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,14 +209,24 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown([row]).splitlines()[-1], flush=True)
 
     print(markdown([]), end="")
+    if args.only == "models":  # colour histograms vs the given models vs motion only
+        model_rows(add, work, 300, ["colour-hist", *MODELS], frames)
+        return finish(args, rows, frames, t0)
     if args.only in ("all", "gallery"):
         gallery_rows(add, work, 100 if args.quick else 300)
     if args.only == "gallery":
         return finish(args, rows, frames, t0)
     over = scene(work, "overlapping", frames)
-    disj = scene(work, "disjoint", frames)
     cams = ["c001", "c002", "c003"]
     det_label = {"detector": "det.txt"}
+    if args.only == "target":  # the issue's target: 3 streams, det.txt, the small re-ID model
+        for emb in ("small_reid", "small_reid+fuse-bn"):  # + BatchNorms folded into the convs
+            for clip in (1, 4):
+                add({"data": "synthetic overlapping", **det_label, "embedder": emb,
+                     "clip_every": clip}, [over / c for c in cams], f"over-{emb}-{clip}-3",
+                    emb=emb, clip_every=clip)
+        return finish(args, rows, frames, t0)
+    disj = scene(work, "disjoint", frames)
     for emb in ("colour-hist", "small_reid"):
         for clip in (4, 1):  # 4: one 4-frame clip per 16 frames of a track; 1: every frame
             lab = {**det_label, "embedder": emb, "clip_every": clip}
@@ -227,6 +267,24 @@ def gallery_rows(add, work: Path, frames: int) -> None:
                  "detector": "det.txt", "embedder": emb, "clip_every": 1}, seqs,
                 f"corridor-{emb}-{int(topo)}", emb=emb,
                 topology=disj / "topology.json" if topo else None)
+
+
+def model_rows(add, work: Path, corridor_frames: int, embedders: list[str],
+               frames: int) -> None:
+    """Each embedder (clip_every 1, the thesis) on the disjoint corridor at 10 FPS (480 x 360,
+    with and without its topology) and on the overlapping 25 FPS scene (3 x 640 x 480);
+    the motion-only baseline is the same pass's ``mc_idf1_motion``."""
+    disj = scene(work, "disjoint", corridor_frames, fps=10.0, size=(480, 360))
+    over = scene(work, "overlapping", frames)
+    cams = ("c001", "c002", "c003")
+    for emb in embedders:
+        for topo in (True, False):
+            add({"data": "disjoint corridor 10 FPS" + (" + topology" if topo else ""),
+                 "detector": "det.txt", "embedder": emb, "clip_every": 1},
+                [disj / c for c in cams], f"models-corridor-{emb}-{int(topo)}", emb=emb,
+                topology=disj / "topology.json" if topo else None)
+        add({"data": "synthetic overlapping", "detector": "det.txt", "embedder": emb,
+             "clip_every": 1}, [over / c for c in cams], f"models-over-{emb}", emb=emb)
 
 
 def web_view_cost(frames: int = 250, tracks: int = 8) -> dict:

@@ -105,3 +105,39 @@ def test_reid_checkpoint_by_path(tmp_path):
         load_reid_model(tmp_path / "missing.pt")
     assert isinstance(build_embedder(str(path), size=(64, 32)), ReidModelEmbedder)
     assert isinstance(build_embedder("colour-hist"), ColourHistogramEmbedder)
+
+
+def test_reid_model_from_a_federation_and_pruned_widths(tmp_path):
+    """A re-ID federation's final_model.pt (backbone.* arrays, FedFR's phi) and a model whose
+    layers are narrower than the architecture's (pruned) both load by path."""
+    import torch
+
+    from fedfr.pruning.io import shrink_to
+    from fedfr.reid.models import build_reid_model
+    from fedfr.tracking.embedders import (
+        ReidModelEmbedder,
+        load_reid_model,
+        save_reid_model,
+        stored_input_size,
+    )
+
+    torch.manual_seed(0)
+    net = build_reid_model("small_reid").eval()
+    arrays = {f"backbone.{k}": v for k, v in net.state_dict().items()}
+    torch.save({**arrays, "phi": torch.zeros(5, 192)}, tmp_path / "final_model.pt")
+    got = load_reid_model(tmp_path / "final_model.pt", "small_reid")
+    x = torch.rand(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.equal(got(x)[1], net(x)[1])
+    narrow = {k: (v[:-8] if v.dim() and k.startswith(("backbone.stages.2.conv1",
+                                                      "backbone.stages.2.bn1")) else v)
+              for k, v in net.state_dict().items()}
+    narrow["backbone.stages.2.conv2.weight"] = narrow["backbone.stages.2.conv2.weight"][:, :-8]
+    pruned = shrink_to(build_reid_model("small_reid"), narrow).eval()
+    save_reid_model(tmp_path / "pruned.pt", pruned, "small_reid", meta={"input": [64, 32]})
+    back = load_reid_model(tmp_path / "pruned.pt")
+    assert back.backbone.stages[2].conv1.out_channels == 184
+    with torch.no_grad():
+        assert torch.equal(back(x)[1], pruned(x)[1])
+    assert stored_input_size(tmp_path / "pruned.pt") == (64, 32)
+    assert ReidModelEmbedder.from_path(tmp_path / "pruned.pt").size == (64, 32)

@@ -3,13 +3,14 @@ gives the threaded pipeline's global identities, in-process and on a local Ray."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedfr.cli import main
 from fedfr.tracking.detection import PrecomputedDetector
 from fedfr.tracking.embedders import ColourHistogramEmbedder
 from fedfr.tracking.gallery import GalleryConfig
-from fedfr.tracking.pipeline import TrackingConfig, run_tracking
+from fedfr.tracking.pipeline import PipelineObserver, TrackingConfig, run_tracking
 from fedfr.tracking.ray_pipeline import LocalExecutor, RayOptions, run_tracking_staged
 from fedfr.tracking.scene import SceneSpec, write_scene
 from fedfr.tracking.sources import ImageFolderSource
@@ -103,3 +104,41 @@ def test_ray_backend_on_a_local_two_cpu_ray_gives_the_threaded_identities(scene,
         ray.shutdown()
     assert found and len(set(res.nodes.values())) == 1 and None not in res.nodes.values()
     assert _texts(tmp_path / "ray") == _texts(tmp_path / "thr")
+
+
+class _Recorder(PipelineObserver):
+    def __init__(self):
+        self.calls = []
+
+    def on_start(self, cameras, frame_rates, stats):
+        self.calls.append(("start", tuple(cameras), sorted(stats())))
+
+    def on_frame(self, u):
+        self.calls.append(("frame", u.frame.camera, u.frame.index, u.frame.image is not None,
+                           [(t.track_id, tuple(np.round(t.tlwh, 3))) for t in u.tracks],
+                           sorted(u.global_ids.items())))
+
+    def on_match(self, ev):
+        self.calls.append(("match", repr(ev)))
+
+    def on_end(self, error=None):
+        self.calls.append(("end", error))
+
+
+def test_staged_pipeline_honours_clip_every_and_publishes_to_observers(scene, tmp_path):
+    """clip_every 4 and the web view's observer hook: the staged runner writes the files of
+    run_tracking with the same clip schedule, and its observers see the same calls."""
+    def run(fn, out, **kw):
+        sources, det, _, cfg = _inputs(scene)
+        cfg.clip_every = 4
+        rec = _Recorder()
+        res = fn(sources, det, ColourHistogramEmbedder(), out, cfg, observers=[rec], **kw)
+        return res, rec.calls
+
+    ref, ref_calls = run(run_tracking, tmp_path / "thr")
+    res, calls = run(run_tracking_staged, tmp_path / "stg", executor=LocalExecutor())
+    assert _texts(tmp_path / "stg") == _texts(tmp_path / "thr")
+    assert res.matches == ref.matches
+    assert calls == ref_calls
+    assert sum(c[0] == "frame" and c[3] for c in calls) == 90  # every frame, with its image
+    assert calls[0] == ("start", tuple(CAMS), CAMS) and calls[-1] == ("end", None)

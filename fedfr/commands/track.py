@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedder", default="colour-hist",
                    help="colour-hist or a re-ID model file (fedfr reid / fedfr prune)")
     p.add_argument("--reid-name", default=None, help="model name for a bare state-dict file")
+    p.add_argument("--fuse-bn", action="store_true",
+                   help="re-ID model: fold BatchNorms into the convolutions (faster; features "
+                        "differ by ~1e-7)")
     p.add_argument("--crop-size", default=None,
                    help="re-ID crop HxW (default 128x64 colour-hist, 256x128 a model)")
     p.add_argument("--clip-every", type=int, default=1,
@@ -187,9 +190,6 @@ def main(args: argparse.Namespace) -> int:
                                   or args.ray_pin_cameras):
         raise ConfigError("--ray-address / --ray-num-cpus / --ray-pin-cameras need "
                           "--backend ray")
-    if args.backend == "ray" and (args.serve or args.clip_every != 1):
-        raise ConfigError("--backend ray: --serve and --clip-every are threads-backend options "
-                          "(the Ray stages publish no frames and embed every clip)")
     if args.hota:
         from fedfr.tracking.hota import require_trackeval
 
@@ -205,12 +205,14 @@ def main(args: argparse.Namespace) -> int:
         names.add(src.camera)
         sources.append(src)
     detector, aic_offset = _detector(args, sources)
-    if args.crop_size:
-        crop = _size(args.crop_size, "--crop-size")
-    else:
-        crop = (128, 64) if args.embedder in ("colour-hist", "color-hist") else (256, 128)
+    crop = _size(args.crop_size, "--crop-size") if args.crop_size else None
     kwargs = {"name": args.reid_name} if args.reid_name else {}
-    embedder = build_embedder(args.embedder, **kwargs)
+    if args.embedder in ("colour-hist", "color-hist", "colour", "hist"):
+        embedder = build_embedder(args.embedder)
+        crop = crop or (128, 64)
+    else:  # a re-ID model: the crops are its input (--crop-size, else stored, else 256 x 128)
+        embedder = build_embedder(args.embedder, size=crop, fuse_bn=args.fuse_bn, **kwargs)
+        crop = embedder.size
     topology = Topology.load(args.topology) if args.topology else None
     config = TrackingConfig(
         tracker=ByteTrackConfig(track_thresh=args.track_thresh, match_thresh=args.match_thresh,
@@ -225,21 +227,20 @@ def main(args: argparse.Namespace) -> int:
         aic_pixel_offset=aic_offset, min_visibility=args.min_visibility)
     gt = {s.camera: s.info.root / "gt" / "gt.txt" for s in sources
           if (s.info.root / "gt" / "gt.txt").is_file()}
-    if args.backend == "ray":
-        from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
-
-        options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
-                             pin_cameras=args.ray_pin_cameras)
-        result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
-                                  ground_truth=gt, global_ground_truth=global_gt,
-                                  options=options)
-        _report(args, result, gt, global_gt)
-        return 0
     server, observers = _serve(args, sources) if args.serve else (None, [])
     try:
-        result = run_tracking(sources, detector, embedder, args.out, config, topology,
-                              ground_truth=gt, global_ground_truth=global_gt,
-                              observers=observers)
+        if args.backend == "ray":
+            from fedfr.tracking.ray_pipeline import RayOptions, run_tracking_ray
+
+            options = RayOptions(address=args.ray_address, num_cpus=args.ray_num_cpus,
+                                 pin_cameras=args.ray_pin_cameras)
+            result = run_tracking_ray(sources, detector, embedder, args.out, config, topology,
+                                      ground_truth=gt, global_ground_truth=global_gt,
+                                      options=options, observers=observers)
+        else:
+            result = run_tracking(sources, detector, embedder, args.out, config, topology,
+                                  ground_truth=gt, global_ground_truth=global_gt,
+                                  observers=observers)
         _report(args, result, gt, global_gt)
         if server is not None:
             _linger(server, args.linger)

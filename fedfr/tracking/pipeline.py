@@ -123,6 +123,68 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def clip_tracks(tracks: Sequence[TrackOutput], clip_len: int, clip_every: int
+                ) -> list[TrackOutput]:
+    """The tracks whose crop joins a re-ID clip at this frame: all of them with
+    ``clip_every`` 1; else each track's next ``clip_len`` frames, then a pause, out of every
+    ``clip_len * clip_every`` frames of the track (its count lives in ``track.extra``)."""
+    period = clip_len * clip_every
+    if period <= clip_len:
+        return list(tracks)
+    picked = []
+    for t in tracks:
+        n = t.track.extra.get("clip_n", 0)
+        t.track.extra["clip_n"] = n + 1
+        if n % period < clip_len:
+            picked.append(t)
+    return picked
+
+
+class ResultWriter:
+    """The result files of a run, written online: ``<out>/<camera>.txt`` (global ids),
+    ``<out>/motion-only/<camera>.txt`` (camera-local ids made unique per camera) and
+    ``<out>/aic.txt``; with the latency of every written frame and each camera's first and
+    last frame. Shared by ``run_tracking`` and the staged / Ray runner. ``tracks``: objects
+    with ``track_id``, ``tlwh``, ``score``, ``cls`` (``TrackOutput`` or the Ray stage's rows)."""
+
+    def __init__(self, out: str | Path, cameras: Sequence[str], aic_pixel_offset: float):
+        out = Path(out)
+        (out / MOTION_ONLY).mkdir(parents=True, exist_ok=True)
+        self.results = {GALLERY: {c: out / f"{c}.txt" for c in cameras},
+                        MOTION_ONLY: {c: out / MOTION_ONLY / f"{c}.txt" for c in cameras}}
+        self.writers = {m: {c: MotWriter(p) for c, p in paths.items()}
+                        for m, paths in self.results.items()}
+        self.aic_path = out / "aic.txt"
+        self.aic = AicWriter(self.aic_path, {c: i + 1 for i, c in enumerate(cameras)},
+                             aic_pixel_offset)
+        self.local_ids = GlobalIdentities()  # motion-only: a fresh id per (camera, local id)
+        self.latencies: dict[str, list[float]] = {c: [] for c in cameras}
+        self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+
+    def write(self, camera: str, index: int, timestamp: float, tracks: Sequence,
+              global_ids: Mapping[int, int]) -> float:
+        """Write one camera frame; returns its latency (capture -> written, seconds)."""
+        self.writers[GALLERY][camera].write(index, tracks, global_ids)
+        self.writers[MOTION_ONLY][camera].write(
+            index, tracks, {t.track_id: self.local_ids.get(camera, t.track_id) for t in tracks})
+        self.aic.write(camera, index, tracks, global_ids)
+        latency = time.time() - timestamp
+        self.latencies[camera].append(latency)
+        self.first.setdefault(camera, index)
+        self.last[camera] = index
+        return latency
+
+    def spans(self) -> dict[str, range]:
+        return {c: range(self.first[c], self.last[c] + 1) for c in self.first}
+
+    def close(self) -> None:
+        for ws in self.writers.values():
+            for w in ws.values():
+                w.close()
+        self.aic.close()
+
+
 def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: str | Path,
                  config: TrackingConfig | None = None, topology: Topology | None = None,
                  ground_truth: Mapping[str, Path] | None = None,
@@ -138,8 +200,6 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
         raise ConfigError("tracking: no cameras given")
     if cfg.clip_every < 1:
         raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
-    out = Path(out)
-    (out / MOTION_ONLY).mkdir(parents=True, exist_ok=True)
     cameras = [s.camera for s in sources]
     if len(set(cameras)) != len(cameras):
         raise ConfigError(f"tracking: camera names must be unique, got {cameras}")
@@ -149,30 +209,11 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     gallery = CrossCameraGallery(cfg.gallery, topology)
     default_exit = int(min(rates.values()) / 30.0 * cfg.tracker.track_buffer)
     matcher = MultiCameraMatcher(gallery, exit_after=cfg.exit_after or max(default_exit, 1))
-    local_ids = GlobalIdentities()  # motion-only: a fresh id per (camera, local id), no matching
-
-    results = {GALLERY: {c: out / f"{c}.txt" for c in cameras},
-               MOTION_ONLY: {c: out / MOTION_ONLY / f"{c}.txt" for c in cameras}}
-    writers = {m: {c: MotWriter(p) for c, p in paths.items()} for m, paths in results.items()}
-    aic_path = out / "aic.txt"
-    aic = AicWriter(aic_path, {c: i + 1 for i, c in enumerate(cameras)}, cfg.aic_pixel_offset)
+    outputs = ResultWriter(out, cameras, cfg.aic_pixel_offset)
     pending: dict[str, list[TrackOutput]] = {}
-    latencies: dict[str, list[float]] = {c: [] for c in cameras}
-    first: dict[str, int] = {}
-    last: dict[str, int] = {}
-
-    period = cfg.clip_len * cfg.clip_every
 
     def clips(frame: Frame, tracks: list[TrackOutput]) -> None:
-        if period > cfg.clip_len:  # a clip of the track's next clip_len frames, then a pause
-            picked = []
-            for t in tracks:
-                n = t.track.extra.get("clip_n", 0)
-                t.track.extra["clip_n"] = n + 1
-                if n % period < cfg.clip_len:
-                    picked.append(t)
-            tracks = picked
-        bank.sink(frame, tracks)
+        bank.sink(frame, clip_tracks(tracks, cfg.clip_len, cfg.clip_every))
 
     def collect(frame: Frame, tracks: list[TrackOutput]) -> None:
         pending[frame.camera] = tracks
@@ -186,17 +227,11 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
             events = matcher.update(cam, frame.index, frame.index / rates[cam], ids,
                                     bank.feature)
             glob = {t: matcher.global_id(cam, t) for t in ids}
-            writers[GALLERY][cam].write(frame.index, tracks, glob)
-            writers[MOTION_ONLY][cam].write(frame.index, tracks,
-                                            {t: local_ids.get(cam, t) for t in ids})
-            aic.write(cam, frame.index, tracks, glob)
-            latencies[cam].append(time.time() - frame.timestamp)
+            latency = outputs.write(cam, frame.index, frame.timestamp, tracks, glob)
             for obs in observers:
-                obs.on_frame(FrameUpdate(frame, tracks, glob, latencies[cam][-1]))
+                obs.on_frame(FrameUpdate(frame, tracks, glob, latency))
                 for ev in events:
                     obs.on_match(ev)
-            first.setdefault(cam, frame.index)
-            last[cam] = frame.index
 
     workers = {}
     for s in sources:
@@ -218,16 +253,14 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     finally:
         for obs in observers:
             obs.on_end(error)
-        for ws in writers.values():
-            for w in ws.values():
-                w.close()
-        aic.close()
+        outputs.close()
 
+    latencies = outputs.latencies
     result = TrackingResult(
         report=report, latency_p50={c: _pct(v, 50) for c, v in latencies.items()},
         latency_p95={c: _pct(v, 95) for c, v in latencies.items()},
-        matches=len(gallery.events), results=results, aic=aic_path,
-        spans={c: range(first[c], last[c] + 1) for c in first})
+        matches=len(gallery.events), results=outputs.results, aic=outputs.aic_path,
+        spans=outputs.spans())
     if ground_truth:
         result.table = evaluate_run(result, sources, ground_truth, global_ground_truth,
                                     cfg.min_visibility)

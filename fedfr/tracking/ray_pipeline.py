@@ -5,8 +5,9 @@ the fast tests) or as a Ray actor (:class:`RayExecutor`):
 
 * :class:`CameraStage`, **one per camera**: its reader (a one-camera ``MultiCameraFeed``:
   synchronous or real-time with drop-oldest and drop counts), the detector, BYTE inside a
-  ``CameraWorker`` (camera-local ids) and the crops of the confirmed tracks. Frames never leave
-  the stage; only boxes and re-ID crops (``crop_size``, uint8) do.
+  ``CameraWorker`` (camera-local ids) and the crops of the confirmed tracks that the clip
+  schedule (``clip_every``) picks. Only boxes, re-ID crops (``crop_size``, uint8) and the
+  reader's counters leave the stage, and the frame itself only when observers are attached.
 * :class:`ReidBatcher`, **one shared**: a ``TrackFeatureBank``; per tick it takes the crops of
   all cameras and embeds every ready 4-frame clip in one ``embed_clips`` call, and returns the
   running-average features that changed.
@@ -16,8 +17,9 @@ the fast tests) or as a Ray actor (:class:`RayExecutor`):
 
 The driver steps all cameras in parallel, one frame each per tick (as ``MultiCameraFeed.ticks``
 does for the threaded pipeline), sends their crops to the batcher, passes the batcher's result
-to the gallery by reference, and writes the same files as ``run_tracking`` (global ids,
-motion-only baseline, AI City) and the same evaluation table. In synchronous mode the ticks,
+to the gallery by reference, writes the same files as ``run_tracking`` (its
+``ResultWriter``: global ids, motion-only baseline, AI City) and the same evaluation table,
+and makes the same ``PipelineObserver`` calls (the web view). In synchronous mode the ticks,
 the clip batches and the order of matcher updates equal the threaded pipeline's, so the global
 identities are identical (a test checks this, with and without Ray).
 """
@@ -39,22 +41,23 @@ from fedfr.tracking.embedders import crop_boxes
 from fedfr.tracking.gallery import (
     CrossCameraGallery,
     GalleryConfig,
-    GlobalIdentities,
+    MatchEvent,
     MultiCameraMatcher,
     Topology,
     TrackKey,
 )
 from fedfr.tracking.pipeline import (
-    GALLERY,
-    MOTION_ONLY,
+    FrameUpdate,
+    PipelineObserver,
+    ResultWriter,
     TrackingConfig,
     TrackingResult,
+    clip_tracks,
     evaluate_run,
 )
 from fedfr.tracking.sources import CameraStats, FeedConfig, Frame, MultiCameraFeed, Source
 from fedfr.tracking.track_features import TrackFeatureBank
 from fedfr.tracking.worker import CameraWorker, PipelineReport
-from fedfr.tracking.writers import AicWriter, MotWriter
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,19 @@ class TrackRow:
 
 @dataclass
 class CameraStep:
-    """One processed frame of one camera: its tracks and their re-ID crops (uint8 (N, H, W, 3),
-    empty when the source gives no pixels)."""
+    """One processed frame of one camera: its tracks, the re-ID crops (uint8 (M, H, W, 3), None
+    when the source gives no pixels or no track is due) of the tracks ``crop_ids`` that the
+    clip schedule (``clip_every``) picked at this frame, the reader's counters, and the frame's
+    image (only when the driver publishes frames to observers, e.g. the web view)."""
 
     camera: str
     index: int
     timestamp: float
     tracks: list[TrackRow]
     crops: np.ndarray | None
+    crop_ids: list[int] = field(default_factory=list)
+    stats: CameraStats | None = None
+    image: np.ndarray | None = None
 
 
 @dataclass
@@ -113,10 +121,13 @@ class CameraStage:
     """One camera's reader, detector and BYTE (see the module docstring)."""
 
     def __init__(self, source: Source, detector: Detector, tracker: ByteTrackConfig,
-                 crop_size: tuple[int, int], feed: FeedConfig):
+                 crop_size: tuple[int, int], feed: FeedConfig, clip_len: int = 4,
+                 clip_every: int = 1, publish_frames: bool = False):
         self.camera = source.camera
         self.detector = detector
         self.crop_size = tuple(crop_size)
+        self.clip_len, self.clip_every = clip_len, clip_every
+        self.publish_frames = publish_frames
         cfg = ByteTrackConfig(**{**asdict(tracker), "frame_rate": float(source.frame_rate)})
         self.worker = CameraWorker(self.camera, ByteTracker(cfg))
         self.feed = MultiCameraFeed([source], feed)
@@ -141,10 +152,15 @@ class CameraStage:
         tracks = self.worker.step(frame, dets)
         rows = [TrackRow(int(t.track_id), np.asarray(t.tlwh, np.float64), float(t.score),
                          int(t.cls)) for t in tracks]
-        crops = None
-        if frame.image is not None and rows:
-            crops = crop_boxes(frame.image, np.stack([r.tlwh for r in rows]), self.crop_size)
-        return CameraStep(self.camera, frame.index, frame.timestamp, rows, crops)
+        crops, crop_ids = None, []
+        picked = clip_tracks(tracks, self.clip_len, self.clip_every)
+        if frame.image is not None and picked:
+            crop_ids = [int(t.track_id) for t in picked]
+            crops = crop_boxes(frame.image, np.stack([np.asarray(t.tlwh, np.float64)
+                                                      for t in picked]), self.crop_size)
+        return CameraStep(self.camera, frame.index, frame.timestamp, rows, crops, crop_ids,
+                          self.feed.stats()[self.camera],
+                          frame.image if self.publish_frames else None)
 
     def summary(self) -> CameraSummary:
         return CameraSummary(self.camera, self.worker.frames, self.feed.stats()[self.camera],
@@ -168,11 +184,11 @@ class ReidBatcher:
         for s in steps:
             if s.crops is None:
                 continue
-            for row, crop in zip(s.tracks, s.crops, strict=True):
-                key = (s.camera, row.track_id)
+            for track_id, crop in zip(s.crop_ids, s.crops, strict=True):
+                key = (s.camera, track_id)
                 st = self.bank.tracks.get(key)
                 touched.setdefault(key, st.clips if st is not None else 0)
-                self.bank.add(s.camera, row.track_id, crop)
+                self.bank.add(s.camera, track_id, crop)
         self.bank.flush()
         return {k: self.bank.feature(*k) for k, clips in touched.items()
                 if self.bank.tracks[k].clips != clips}
@@ -194,15 +210,17 @@ class GalleryStage:
         return self.features.get((camera, int(track_id)))
 
     def update(self, features: Mapping[TrackKey, np.ndarray],
-               frames: Sequence[tuple[str, int, float, list[int]]]) -> list[dict[int, int]]:
+               frames: Sequence[tuple[str, int, float, list[int]]]
+               ) -> list[tuple[dict[int, int], list[MatchEvent]]]:
         """``features`` from :meth:`ReidBatcher.embed`; ``frames``: per camera of the tick
         (camera, frame index, time s, track ids), in camera order. Returns per frame
-        ``{local id: global id}`` known after that camera's update."""
+        ``{local id: global id}`` known after that camera's update and the gallery links made
+        by it."""
         self.features.update(features)
         out = []
         for camera, index, t, ids in frames:
-            self.matcher.update(camera, index, t, ids, self._feature)
-            out.append({i: self.matcher.global_id(camera, i) for i in ids})
+            events = self.matcher.update(camera, index, t, ids, self._feature)
+            out.append(({i: self.matcher.global_id(camera, i) for i in ids}, list(events)))
         return out
 
     def finish(self) -> int:
@@ -310,47 +328,6 @@ class RayExecutor:
                 "namespace": self.options.namespace}
 
 
-@dataclass
-class _Outputs:
-    """The result files of one run (the same layout as ``run_tracking``'s)."""
-
-    out: Path
-    cameras: list[str]
-    aic_pixel_offset: float
-    local_ids: GlobalIdentities = field(default_factory=GlobalIdentities)
-
-    def __post_init__(self) -> None:
-        (self.out / MOTION_ONLY).mkdir(parents=True, exist_ok=True)
-        self.results = {GALLERY: {c: self.out / f"{c}.txt" for c in self.cameras},
-                        MOTION_ONLY: {c: self.out / MOTION_ONLY / f"{c}.txt"
-                                      for c in self.cameras}}
-        self.writers = {m: {c: MotWriter(p) for c, p in paths.items()}
-                        for m, paths in self.results.items()}
-        self.aic_path = self.out / "aic.txt"
-        self.aic = AicWriter(self.aic_path, {c: i + 1 for i, c in enumerate(self.cameras)},
-                             self.aic_pixel_offset)
-        self.latencies: dict[str, list[float]] = {c: [] for c in self.cameras}
-        self.first: dict[str, int] = {}
-        self.last: dict[str, int] = {}
-
-    def write(self, step: CameraStep, glob: dict[int, int]) -> None:
-        cam = step.camera
-        self.writers[GALLERY][cam].write(step.index, step.tracks, glob)
-        self.writers[MOTION_ONLY][cam].write(
-            step.index, step.tracks, {t.track_id: self.local_ids.get(cam, t.track_id)
-                                      for t in step.tracks})
-        self.aic.write(cam, step.index, step.tracks, glob)
-        self.latencies[cam].append(time.time() - step.timestamp)
-        self.first.setdefault(cam, step.index)
-        self.last[cam] = step.index
-
-    def close(self) -> None:
-        for ws in self.writers.values():
-            for w in ws.values():
-                w.close()
-        self.aic.close()
-
-
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -362,15 +339,21 @@ def run_tracking_staged(sources: Sequence[Source], detector: Detector, embedder,
                         global_ground_truth: bool = False,
                         executor: LocalExecutor | RayExecutor | None = None,
                         on_tick: Callable[[list[CameraStep], list[dict[int, int]]], None]
-                        | None = None) -> StagedTrackingResult:
+                        | None = None,
+                        observers: Sequence[PipelineObserver] = ()) -> StagedTrackingResult:
     """``run_tracking`` with one stage per camera, a shared re-ID batcher and a gallery stage,
-    run by ``executor`` (default :class:`LocalExecutor`). Same arguments, files and result
-    (``report.detect_s`` sums the cameras' detector seconds; ``nodes`` maps each camera to
-    its Ray node). ``on_tick(steps, global ids)`` sees each tick's output."""
+    run by ``executor`` (default :class:`LocalExecutor`). Same arguments, files (written by
+    the same :class:`ResultWriter`) and result (``report.detect_s`` sums the cameras'
+    detector seconds; ``nodes`` maps each camera to its Ray node). ``on_tick(steps, global
+    ids)`` sees each tick's output; ``observers`` (the web view) get the same calls as from
+    ``run_tracking``: the camera stages then send each frame's image with its tracks, and
+    ``stats()`` gives the readers' counters as of their latest frame."""
     cfg = config or TrackingConfig()
     ex = executor or LocalExecutor()
     if not sources:
         raise ConfigError("tracking: no cameras given")
+    if cfg.clip_every < 1:
+        raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
     cameras = [s.camera for s in sources]
     if len(set(cameras)) != len(cameras):
         raise ConfigError(f"tracking: camera names must be unique, got {cameras}")
@@ -382,17 +365,24 @@ def run_tracking_staged(sources: Sequence[Source], detector: Detector, embedder,
         fn = getattr(ex, f"{kind}_options", None)
         return fn(*a) if fn is not None else None
 
-    outputs = _Outputs(Path(out), cameras, cfg.aic_pixel_offset)
+    outputs = ResultWriter(out, cameras, cfg.aic_pixel_offset)
+    publish = bool(observers)
     stages = {s.camera: ex.actor(CameraStage, s, detector, cfg.tracker, cfg.crop_size, cfg.feed,
+                                 cfg.clip_len, cfg.clip_every, publish,
                                  options=opts("camera", s.camera)) for s in sources}
     batcher = ex.actor(ReidBatcher, embedder, cfg.clip_len, cfg.crop_size,
                        options=opts("reid"))
     gallery = ex.actor(GalleryStage, cfg.gallery, topology, exit_after,
                        options=opts("gallery"))
     live = list(cameras)
+    latest: dict[str, CameraStats] = {}
+    error: BaseException | None = None
     try:  # every stage up (Ray starts worker processes lazily), then the clock and the readers
-        ex.get([ex.call(batcher, "counters"), ex.call(gallery, "events"),
-                *(ex.call(stages[c], "summary") for c in cameras)])
+        up = ex.get([ex.call(batcher, "counters"), ex.call(gallery, "events"),
+                     *(ex.call(stages[c], "summary") for c in cameras)])
+        latest.update({s.camera: s.stats for s in up[2:]})
+        for obs in observers:
+            obs.on_start(cameras, rates, lambda: dict(latest))
         t0 = time.perf_counter()
         ex.get([ex.call(stages[c], "start") for c in cameras])
         while live:
@@ -404,15 +394,28 @@ def run_tracking_staged(sources: Sequence[Source], detector: Detector, embedder,
             feats = ex.call(batcher, "embed", steps)  # a reference, resolved by the gallery
             frames = [(s.camera, s.index, s.index / rates[s.camera],
                        [t.track_id for t in s.tracks]) for s in steps]
-            globs = ex.get(ex.call(gallery, "update", feats, frames))
-            for s, glob in zip(steps, globs, strict=True):
-                outputs.write(s, glob)
+            updates = ex.get(ex.call(gallery, "update", feats, frames))
+            globs = [glob for glob, _ in updates]
+            for s, (glob, events) in zip(steps, updates, strict=True):
+                latency = outputs.write(s.camera, s.index, s.timestamp, s.tracks, glob)
+                if s.stats is not None:
+                    latest[s.camera] = s.stats
+                for obs in observers:
+                    obs.on_frame(FrameUpdate(Frame(s.camera, s.index, s.image, s.timestamp),
+                                             s.tracks, glob, latency))
+                    for ev in events:
+                        obs.on_match(ev)
             if on_tick is not None:
                 on_tick(steps, globs)
         matches = ex.get(ex.call(gallery, "finish"))
         wall = time.perf_counter() - t0
         summaries: list[CameraSummary] = ex.get([ex.call(stages[c], "close") for c in cameras])
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        for obs in observers:
+            obs.on_end(error)
         outputs.close()
         for h in [*stages.values(), batcher, gallery]:
             ex.kill(h)
@@ -427,8 +430,7 @@ def run_tracking_staged(sources: Sequence[Source], detector: Detector, embedder,
     result = StagedTrackingResult(
         report=report, latency_p50=dict(report.latency_p50),
         latency_p95=dict(report.latency_p95), matches=int(matches), results=outputs.results,
-        aic=outputs.aic_path,
-        spans={c: range(outputs.first[c], outputs.last[c] + 1) for c in outputs.first},
+        aic=outputs.aic_path, spans=outputs.spans(),
         nodes={s.camera: s.node for s in summaries})
     if ground_truth:
         result.table = evaluate_run(result, sources, ground_truth, global_ground_truth,
@@ -442,7 +444,8 @@ def run_tracking_ray(sources: Sequence[Source], detector: Detector, embedder, ou
                      global_ground_truth: bool = False,
                      options: RayOptions | None = None,
                      on_tick: Callable[[list[CameraStep], list[dict[int, int]]], None]
-                     | None = None) -> StagedTrackingResult:
+                     | None = None,
+                     observers: Sequence[PipelineObserver] = ()) -> StagedTrackingResult:
     """:func:`run_tracking_staged` on Ray: one actor per camera, a shared re-ID batcher actor,
     a named gallery actor. Starts a local Ray (or joins ``options.address``) if Ray is not up,
     and disconnects at the end if it started it."""
@@ -450,6 +453,6 @@ def run_tracking_ray(sources: Sequence[Source], detector: Detector, embedder, ou
     try:
         return run_tracking_staged(sources, detector, embedder, out, config, topology,
                                    ground_truth, global_ground_truth, executor=ex,
-                                   on_tick=on_tick)
+                                   on_tick=on_tick, observers=observers)
     finally:
         ex.shutdown()

@@ -9,7 +9,6 @@ import torch
 
 from fedfr.cli import main as fedfr_main
 from fedfr.tracking.embedders import ReidModelEmbedder, load_reid_model
-from fedfr.tracking.reid_pruning import main as prune_main
 from fedfr.tracking.scene import SceneSpec, write_scene
 
 TINY = {"task": "reid", "num-clients": 2, "reid-clients": "synth-market,synth-duke",
@@ -31,7 +30,7 @@ def test_federated_reid_model_pruned_and_tracked(tmp_path, monkeypatch):
 
     prune_dir = tmp_path / "pruned"
     run_config = format_run_config({k: v for k, v in TINY.items()})
-    assert prune_main(["--checkpoint", str(ckpt), "--run-config", run_config, "--method",
+    assert fedfr_main(["prune", "--checkpoint", str(ckpt), "--run-config", run_config, "--method",
                        "caie", "--flops", "0.6", "--per-step", "16", "--batches", "2",
                        "--epochs", "1", "--batch-size", "16", "--out", str(prune_dir)]) == 0
     pruned_path = prune_dir / "pruned_model.pt"

@@ -91,6 +91,14 @@ def test_prune_load_and_onnx_equality(split, tmp_path: Path):
     crops = np.random.default_rng(0).integers(0, 255, (2, 3, 20, 10, 3), dtype=np.uint8)
     a = load_video_embedder(paths["sidecar"]).embed_clips(crops)
     np.testing.assert_allclose(a, load_video_embedder(path).embed_clips(crops), atol=1e-4)
+    # fedfr track --embedder PATH picks the video loader for both files, the image one otherwise
+    from fedfr.tracking.embedders import VideoModelEmbedder, build_embedder, is_video_model_file
+
+    assert isinstance(build_embedder(str(path)), VideoModelEmbedder)
+    assert isinstance(build_embedder(str(paths["sidecar"])), VideoModelEmbedder)
+    np.testing.assert_allclose(build_embedder(str(path)).embed_clips(crops), a, atol=1e-4)
+    torch.save({"state_dict": {}}, tmp_path / "image.pt")
+    assert not is_video_model_file(tmp_path / "image.pt")
 
 
 @pytest.mark.slow

@@ -7,7 +7,11 @@ torchvision classifier (``--torchvision resnet18``, optional ``--checkpoint`` st
 net (``--video model.pt``, a ``fedfr.reid.video.training.save_video_model`` file; task: its
 training recipe on ``--video-data`` tracklets; only the residual blocks' inner channels are
 pruned, see fedfr.pruning.video; ``--export`` writes TorchScript / ONNX with a sidecar).
-Writes <out>/pruned_model.pt (load with fedfr.pruning.io.load_pruned), report.json, report.md.
+With ``task='reid'`` in ``--run-config`` the checkpoint is a re-ID federation's final_model.pt:
+identity classification on the run's public re-ID set is the task (fedfr.pruning.reid), and
+pruned_model.pt is written in the tracker's format (``fedfr track --embedder``).
+Writes <out>/pruned_model.pt (load with fedfr.pruning.io.load_pruned; re-ID:
+fedfr.tracking.embedders.load_reid_model), report.json, report.md.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "model's training config's, mars-official)")
     vid.add_argument("--export", default="", help="after pruning, export to these formats "
                      "(comma-separated: torchscript,onnx) with a JSON sidecar")
+    rid = p.add_argument_group("image re-ID model (--run-config \"task='reid' ...\")")
+    rid.add_argument("--val-every", type=int, default=5,
+                     help="every N-th public image of an identity is held out for the accuracy")
+    rid.add_argument("--scale", type=float, default=16.0,
+                     help="row norm of the classifier imprinted from the class means")
     pr = p.add_argument_group("pruning")
     pr.add_argument("--method", choices=("caie", "cpo", "taylor", "l1", "uniform"),
                     default="caie")
@@ -77,13 +86,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
 
 
+def _run_config(args) -> dict:
+    from fedfr.config import parse_run_config
+
+    return parse_run_config(args.run_config) if args.run_config else {}
+
+
+def _reid(args):
+    from fedfr.config import resolve
+    from fedfr.pruning.reid import reid_route
+
+    cfg = resolve(_run_config(args))
+    model, task, spec = reid_route(args, cfg)
+    return model, task, spec, None, cfg
+
+
 def _face(args):
-    from fedfr.config import parse_run_config, resolve
+    from fedfr.config import resolve
     from fedfr.face.models import model_from_config
     from fedfr.face.workspace import open_workspace
     from fedfr.pruning.face import FaceTask, load_face_checkpoint
 
-    run_config = parse_run_config(args.run_config) if args.run_config else {}
+    run_config = _run_config(args)
+    if run_config.get("task", "face") != "face":
+        raise ConfigError(f"--run-config: task {run_config['task']!r} has no pruning route "
+                          "here (face, reid; video nets: --video MODEL)")
     if int(run_config.get("num-clients", 0) or 0) == 0:
         # 0 means "one client per SuperNode" in a federation; the split needs the number
         run_config["num-clients"] = 4
@@ -187,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
     if args.method != "cpo" and not constraints:
         raise ConfigError("give at least one of --flops, --params, --latency")
     torch.manual_seed(args.seed)
-    video_cfg = None
+    video_cfg = reid_cfg = None
     if args.video is not None:
         if args.torchvision:
             raise ConfigError("give one of --video and --torchvision")
@@ -197,8 +224,12 @@ def main(args: argparse.Namespace) -> int:
         model, task, spec, x, video_ignored, video_cfg = _video(args)
     elif args.export:
         raise ConfigError("--export is for --video models (use `fedfr export` for the others)")
+    elif args.torchvision:
+        model, task, spec, x = _torchvision(args)
+    elif _run_config(args).get("task") == "reid":
+        model, task, spec, x, reid_cfg = _reid(args)
     else:
-        model, task, spec, x = _torchvision(args) if args.torchvision else _face(args)
+        model, task, spec, x = _face(args)
     if task is None and args.method in ("caie", "taylor", "cpo"):
         raise ConfigError(f"--method {args.method} needs data: pass --data-root")
     schedule = FineTuneSchedule.preset(args.schedule, args.epochs, args.lr)
@@ -225,7 +256,13 @@ def main(args: argparse.Namespace) -> int:
         from fedfr.reid.video.training import config_mapping
         meta.update(train_config=config_mapping(video_cfg), scheme="block-local inner "
                     "channels of the trunk (fedfr.pruning.video)")
-    save_pruned(args.out / "pruned_model.pt", model, spec, meta)
+    if reid_cfg is not None:  # the tracker's format: fedfr track --embedder pruned_model.pt
+        from fedfr.pruning.reid import save_pruned_reid
+
+        save_pruned_reid(args.out / "pruned_model.pt", model, reid_cfg,
+                         {"pruned": meta, "source": str(args.checkpoint)})
+    else:
+        save_pruned(args.out / "pruned_model.pt", model, spec, meta)
     write_report(report, args.out)
     if video_cfg is not None and args.export:
         _export_video(args, model, video_cfg, report)

@@ -150,7 +150,7 @@ def load_reid_model(path: str | Path, name: str | None = None, **build_kwargs: A
 
     * a file of :func:`save_reid_model` (name and build arguments inside), also one whose
       layers are narrower than the architecture's (a model pruned by
-      ``python -m fedfr.tracking.reid_pruning``): the layers are shrunk to the stored shapes;
+      ``fedfr prune`` with ``task='reid'``): the layers are shrunk to the stored shapes;
     * a pruned model of ``fedfr prune`` (``fedfr.pruning.io`` format, rebuilt at its pruned
       widths);
     * a re-ID federation's ``final_model.pt`` (``backbone.*`` arrays), a pre-training cache
@@ -419,12 +419,36 @@ def crop_boxes(image: np.ndarray, tlwh: np.ndarray, size: tuple[int, int] = (256
     return out
 
 
+def is_video_model_file(path: Path) -> bool:
+    """A video re-ID model: an export sidecar (``.json``), a ``save_video_model`` file or a
+    video net pruned by ``fedfr prune --video``."""
+    if path.suffix == ".json":
+        return True
+    if not path.is_file():
+        return False
+    import torch
+
+    from fedfr.reid.video.training import VIDEO_MODEL_FORMAT
+
+    try:
+        rec = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a torch file, or one with objects: not ours to judge here
+        return False
+    return isinstance(rec, dict) and (
+        rec.get("format") == VIDEO_MODEL_FORMAT
+        or (isinstance(rec.get("spec"), dict) and rec["spec"].get("kind") == "video-reid"))
+
+
 def build_embedder(spec: str, **kwargs: Any) -> ClipEmbedder:
-    """``"colour-hist"`` or a path to a re-ID model file (``kwargs`` go to the embedder; a
-    bare state dict needs ``name=``)."""
+    """``"colour-hist"``, a video re-ID model (export sidecar ``.json``, ``save_video_model`` or
+    pruned video file: :func:`load_video_embedder`, which reads its own input size), or a path to
+    an image re-ID model file (``kwargs`` go to the embedder; a bare state dict needs
+    ``name=``)."""
     if spec in ("colour-hist", "color-hist", "colour", "hist"):
         return ColourHistogramEmbedder(**kwargs)
     path = Path(spec)
+    if is_video_model_file(path):
+        return load_video_embedder(path)
     if path.suffix in (".pt", ".pth", ".ckpt") or path.exists():
         name = kwargs.pop("name", None)
         return ReidModelEmbedder.from_path(path, name, **kwargs)

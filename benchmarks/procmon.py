@@ -118,6 +118,7 @@ class Measurement:
     cpu_rusage_s: float = 0.0  # RUSAGE_CHILDREN growth: loses processes reaped by a parent
     #                            that discards their usage (Ray's raylet, sometimes)
     cpu_sampled_s: float = 0.0  # sum of each process's last sampled CPU: misses <= interval
+    started_at: float = 0.0  # time.time() when the command was started
 
     def role_peak(self, role: str) -> int:
         """Largest single-process peak (VmHWM) among processes of ``role`` (0 if none)."""
@@ -127,18 +128,21 @@ class Measurement:
         return sum(1 for p in self.procs.values() if p.role == role)
 
     def timeline(self) -> list[dict]:
-        """Every process seen: role, peak MiB, first/last seen (s), command (shortened)."""
+        """Every process seen: role, peak MiB, CPU s, first/last seen (s), command (shortened)."""
         return [{"pid": p.pid, "role": p.role, "peak_mib": round(p.peak_bytes / 2**20, 1),
-                 "first_s": round(p.first_seen_s, 2), "last_s": round(p.last_seen_s, 2),
+                 "cpu_s": round(p.cpu_s, 2), "first_s": round(p.first_seen_s, 2),
+                 "last_s": round(p.last_seen_s, 2),
                  "cmd": p.cmdline[:160]}
                 for p in sorted(self.procs.values(), key=lambda p: p.first_seen_s)]
 
     def summary(self) -> dict:
         roles = sorted({p.role for p in self.procs.values()})
         return {"returncode": self.returncode, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                "started_at": self.started_at,
                 "cpu_rusage_s": self.cpu_rusage_s, "cpu_sampled_s": self.cpu_sampled_s,
                 "tree_peak_bytes": self.tree_peak_bytes,
-                "roles": {r: {"processes": self.role_count(r), "peak_bytes": self.role_peak(r)}
+                "roles": {r: {"processes": self.role_count(r), "peak_bytes": self.role_peak(r),
+                              "cpu_s": sum(p.cpu_s for p in self.procs.values() if p.role == r)}
                           for r in roles},
                 "leftover_processes": len(self.leftover), "timeline": self.timeline()}
 
@@ -215,7 +219,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
             stop.wait(interval)
 
     out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     thread = threading.Thread(target=sampler, daemon=True)
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
@@ -242,7 +246,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     sampled = sum(p.cpu_s for p in procs.values())
-    return Measurement(rc, wall, max(cpu, sampled), peak, procs, leftover, cpu, sampled)
+    return Measurement(rc, wall, max(cpu, sampled), peak, procs, leftover, cpu, sampled,
+                       started_at)
 
 
 def _reap() -> None:

@@ -110,7 +110,8 @@ def phases(m, report: dict[str, Any] | None) -> dict[str, float | None]:
     """When each start-up phase was reached (s after the command started; None: not in this
     run, e.g. no SuperLink start when a kept deployment was reused)."""
     def first(pred) -> float | None:
-        seen = [p.first_seen_s for p in m.procs.values() if pred(p.cmdline)]
+        seen = [p.first_seen_s for p in m.procs.values()
+                if pred(p.cmdline) and not p.preexisting]
         return min(seen) if seen else None
 
     out: dict[str, float | None] = {

@@ -103,6 +103,9 @@ class ProcInfo:
     first_seen_s: float = 0.0  # since the command started
     last_seen_s: float = 0.0
     cpu_s: float = 0.0  # user + system CPU of this process (not its children), last sample
+    #                     (for a process already running when the command started: since then)
+    preexisting: bool = False  # already running when the command started (a kept deployment)
+    cpu_base: float = 0.0  # its CPU time when first seen
 
 
 @dataclass
@@ -130,7 +133,8 @@ class Measurement:
     def timeline(self) -> list[dict]:
         """Every process seen: role, peak MiB, CPU s, first/last seen (s), command (shortened)."""
         return [{"pid": p.pid, "role": p.role, "peak_mib": round(p.peak_bytes / 2**20, 1),
-                 "cpu_s": round(p.cpu_s, 2), "first_s": round(p.first_seen_s, 2),
+                 "cpu_s": round(p.cpu_s, 2), "preexisting": p.preexisting,
+                 "first_s": round(p.first_seen_s, 2),
                  "last_s": round(p.last_seen_s, 2),
                  "cmd": p.cmdline[:160]}
                 for p in sorted(self.procs.values(), key=lambda p: p.first_seen_s)]
@@ -177,6 +181,9 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
         raise RuntimeError("procmon needs Linux prctl(PR_SET_CHILD_SUBREAPER)")
     me = os.getpid()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # processes already in this tree (a deployment a previous command left up): their memory
+    # counts, their CPU from now on; the command is not waited for them to exit
+    pre = set(descendants(me))
     procs: dict[int, ProcInfo] = {}
     peak = 0
     stop = threading.Event()
@@ -196,7 +203,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
                 if not cmdline:  # a zombie or a kernel-less stub: nothing to measure
                     continue
                 info = procs[pid] = ProcInfo(pid, cmdline, role_of(cmdline),
-                                             first_seen_s=time.perf_counter() - t0)
+                                             first_seen_s=time.perf_counter() - t0,
+                                             preexisting=pid in pre)
             elif info.role in ("ray", "other") and "ClientAppActor" not in info.cmdline:
                 # Ray renames a worker once it becomes an actor: re-read
                 raw = (_read(base / "cmdline") or "").replace("\0", " ").strip()
@@ -205,7 +213,10 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
             stat = _read(base / "stat")
             if stat:
                 fields = stat[stat.rindex(")") + 2:].split()
-                info.cpu_s = max(info.cpu_s, (int(fields[11]) + int(fields[12])) / TICKS)
+                total_cpu = (int(fields[11]) + int(fields[12])) / TICKS
+                if info.preexisting and info.cpu_base == 0.0:
+                    info.cpu_base = total_cpu or 1e-9
+                info.cpu_s = max(info.cpu_s, total_cpu - info.cpu_base)
             rss = _status_bytes(status, "VmRSS:")
             info.rss_bytes = rss
             info.last_seen_s = time.perf_counter() - t0
@@ -234,10 +245,10 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
             _reap()
-            if not descendants(me):
+            if not set(descendants(me)) - pre:
                 break
             time.sleep(0.1)
-        leftover = descendants(me)
+        leftover = sorted(set(descendants(me)) - pre)
     finally:
         stop.set()
         thread.join()

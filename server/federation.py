@@ -36,12 +36,16 @@ from server.messaging import CountingStream, in_push_order, send_and_receive, st
 from strategies import get_strategy, strategy_options
 from strategies.fedface import PRIVACY_COST as PRIVACY_COST_FEDFACE
 from strategies.fedfr import FedFR
-from strategies.records import unpack_arrays
+from strategies.records import fast_arrays, tensor_view, unpack_arrays
 
 log = logging.getLogger("fedfr.server")
 
 
 def _arrays_to_tensors(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """The arrays as tensors for ``torch.save`` (checkpoints, final model): zero-copy views of
+    the record's bytes (``strategies.records.tensor_view``), or copies with Flower's codec."""
+    if fast_arrays():
+        return {k: tensor_view(v) for k, v in arrays.items()}
     return {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
 
 

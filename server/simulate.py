@@ -228,23 +228,54 @@ def deployment_env(flwr_home: Path, app: Path, http_port: int, control_port: int
     return env
 
 
+def start_superlink(flwr_home: Path, env: dict[str, str], http_port: int,
+                    control_port: int, timeout: float = 60.0) -> int:
+    """Start the local SuperLink ``flwr run`` would start (the same command: simulation mode,
+    subprocess isolation, its database and log under ``<flwr_home>/local-superlink``), with its
+    own and its children's output (SuperExec, ``flwr-simulation``) in ``processes.log`` there;
+    returns its process id once ``/health`` answers. ``flwr run`` finds it on the port and
+    reuses it."""
+    folder = flwr_home / "local-superlink"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [str(Path(sys.executable).with_name("flower-superlink")), "--insecure", "--simulation",
+           "--isolation", "subprocess", "--control-api-address", f"127.0.0.1:{control_port}",
+           "--host", "127.0.0.1", "--port", str(http_port),
+           "--log-file", str(folder / "superlink.log"), "--database", str(folder / "state.db")]
+    with open(folder / "processes.log", "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=flwr_home)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with {proc.returncode}; see "
+                               f"{folder / 'processes.log'}")
+        if superlink_healthy(http_port):
+            return proc.pid
+        time.sleep(0.1)
+    stop_superlinks(flwr_home)
+    raise RuntimeError(f"flower-superlink did not answer within {timeout:.0f} s; see "
+                       f"{folder / 'processes.log'}")
+
+
 def ensure_deployment(flwr_home: Path, app: Path = ROOT,
                       extra_env: dict[str, str] | None = None) -> tuple[dict, bool]:
     """The local deployment (SuperLink + SuperExec) of ``flwr_home``: the running one when it
-    answers and was started with this environment, else a fresh set of ports (``flwr run``
-    starts the SuperLink on its first call). Returns (state, reused)."""
+    answers and was started with this environment, else a fresh one (``start_superlink``, on
+    new ports). Returns (state, reused)."""
     import json
 
     flwr_home.mkdir(parents=True, exist_ok=True)
     state = read_state(flwr_home)
-    probe = deployment_env(flwr_home, app, 0, 0, extra_env)
-    digest = _env_digest(probe)
+    digest = _env_digest(deployment_env(flwr_home, app, 0, 0, extra_env))
     if state and state.get("env") == digest and superlink_pids(flwr_home) \
             and superlink_healthy(int(state["http_port"])):
         return state, True
     stop_superlinks(flwr_home)  # a leftover with other settings, or from an interrupted run
-    state = {"http_port": free_port(), "control_port": free_port(), "env": digest,
-             "app": str(app)}
+    http_port, control_port = free_port(), free_port()
+    env = deployment_env(flwr_home, app, http_port, control_port, extra_env)
+    pid = start_superlink(flwr_home, env, http_port, control_port)
+    state = {"http_port": http_port, "control_port": control_port, "env": digest,
+             "app": str(app), "pid": pid}
     (flwr_home / STATE_FILE).write_text(json.dumps(state) + "\n")
     return state, False
 

@@ -33,6 +33,7 @@ def _wait_gone(home: Path, timeout: float = 10.0) -> bool:
 def test_a_kept_deployment_is_reused_only_when_it_answers_with_the_same_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
+    monkeypatch.setattr(simulate, "start_superlink", lambda *a, **k: 0)  # no real server
     state, reused = simulate.ensure_deployment(home)
     assert not reused and json.loads((home / "deployment.json").read_text()) == state
     proc = _fake_superlink(home)
@@ -50,8 +51,10 @@ def test_a_kept_deployment_is_reused_only_when_it_answers_with_the_same_environm
         proc.wait()
 
 
-def test_an_unhealthy_leftover_is_stopped_and_stop_forgets_the_ports(tmp_path: Path) -> None:
+def test_an_unhealthy_leftover_is_stopped_and_stop_forgets_the_ports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
+    monkeypatch.setattr(simulate, "start_superlink", lambda *a, **k: 0)
     simulate.ensure_deployment(home)
     proc = _fake_superlink(home)
     try:

@@ -131,8 +131,9 @@ split: $(STAMP)
 
 ## bench-speed: the speed targets (issue 17): flwr run vs plain loop (kept deployment, clients in
 ## parallel), the ablation's wall vs its rows, steps inside the actor, Ray settings (~8-10 min)
+SPEED_REPEATS ?= 2
 bench-speed: $(STAMP)
-	$(BIN)/python -m benchmarks.speed_targets --out $(CURDIR)/outputs/speed
+	$(BIN)/python -m benchmarks.speed_targets --out $(CURDIR)/outputs/speed --repeats $(SPEED_REPEATS)
 
 ## bench-speed-full: overhead, hard-negative mining, evaluation at scale, memory with scale (~30 min)
 bench-speed-full: $(STAMP)

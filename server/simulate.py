@@ -61,9 +61,32 @@ def superlink_pids(flwr_home: Path) -> list[int]:
     return pids
 
 
+def _group_members(pgids: set[int]) -> list[int]:
+    """Process ids of the live processes in the process groups ``pgids``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] != "Z" and int(fields[2]) in pgids:
+                out.append(int(entry.name))
+    return out
+
+
 def stop_superlinks(flwr_home: Path, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL, the SuperLink processes (and their groups) of ``flwr_home``."""
+    """SIGTERM, then SIGKILL, the SuperLink processes (and their groups: SuperExec,
+    ``flwr-simulation``, the Ray it started) of ``flwr_home``; what is left of their groups
+    after ``timeout`` gets SIGKILL too."""
     pids = superlink_pids(flwr_home)
+    pgids = set()
+    for pid in pids:
+        try:
+            pgids.add(os.getpgid(pid))
+        except OSError:
+            pass
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             for kill in (lambda p, s: os.killpg(os.getpgid(p), s), os.kill):
@@ -77,7 +100,17 @@ def stop_superlinks(flwr_home: Path, timeout: float = 10.0) -> None:
             time.sleep(0.2)
         pids = superlink_pids(flwr_home)
         if not pids:
-            return
+            break
+    pgids.discard(os.getpgid(0))  # never this process's own group
+    deadline = time.monotonic() + timeout
+    while pgids and _group_members(pgids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pgid in pgids:
+        if _group_members({pgid}):
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def flwr_executable() -> str:
@@ -169,7 +202,9 @@ def parallel_settings(parallel: str, run_config: str, num_supernodes: int,
     actors, threads = plan_parallel(cores, clients, model, int(fixed) if fixed else None)
     if parallel != "auto":
         actors = max(1, int(parallel))
-    fed = f"client-resources-num-cpus={threads} init-args-num-cpus={actors * threads}"
+    fed = f"client-resources-num-cpus={threads}"
+    if not env.get("RAY_ADDRESS"):  # Ray refuses num_cpus when joining a running cluster
+        fed += f" init-args-num-cpus={actors * threads}"
     return fed, ({} if fixed else {"FEDFR_NUM_THREADS": str(threads)}), (actors, threads)
 
 
@@ -361,17 +396,22 @@ def run_outcome(flwr_status: int, out: Path) -> int:
     return 0
 
 
-def checked_in_child(run_config: str, num_supernodes: int, debug: bool = False) -> Path | int:
-    """``checked_output_dir`` + ``clear_results`` in a short-lived child process: validating a
-    config imports the workloads (torch, ~0.6 GiB resident) and this process then only waits
-    for ``flwr run``; returns the output folder, or the child's exit status (2: the user error
-    it printed)."""
+def checked_in_child(run_config: str, num_supernodes: int,
+                     debug: bool = False) -> subprocess.Popen:
+    """Start ``checked_output_dir`` + ``clear_results`` in a short-lived child process:
+    validating a config imports the workloads (torch, ~0.6 GiB resident), which this process,
+    that then only waits for ``flwr run``, need not hold. ``check_outcome`` reads its answer."""
     cmd = [sys.executable, "-m", "server.simulate", "--check-only", "--run-config", run_config,
            "--num-supernodes", str(num_supernodes)] + (["--debug"] if debug else [])
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        return proc.returncode
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def check_outcome(check: subprocess.Popen) -> Path | int:
+    """The checked output folder, or the check's exit status (2: the user error it printed)."""
+    out, _ = check.communicate()
+    if check.returncode != 0:
+        return check.returncode
+    return Path(out.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,8 +454,19 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep or os.environ.get("FEDFR_KEEP_DEPLOYMENT") == "1"
 
     def simulate() -> int:
-        out = checked_in_child(args.run_config, args.num_supernodes, args.debug)
+        check = checked_in_child(args.run_config, args.num_supernodes, args.debug)
+        try:  # a SuperLink to start comes up while the config is checked
+            _, par_env, _ = parallel_settings(args.parallel, args.run_config,
+                                              args.num_supernodes, dict(os.environ))
+            ensure_deployment(home, ROOT, par_env)
+        except BaseException:
+            check.kill()
+            stop_deployment(home)
+            raise
+        out = check_outcome(check)
         if isinstance(out, int):
+            if not keep:
+                stop_deployment(home)
             return out
         rc = run(args.run_config, args.num_supernodes, home,
                  extra_federation_config=args.federation_config, keep=keep,

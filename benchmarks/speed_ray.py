@@ -14,7 +14,8 @@ variants interleaved, ``--repeats`` times each:
 - ``no-prestart``: + ``RAY_prestart_worker_first_driver=0`` and
   ``RAY_enable_worker_prestart=0`` (no idle workers started ahead of the actor);
 - ``no-usage-stats``: + ``RAY_USAGE_STATS_ENABLED=0``;
-- ``trimmed``: all of the above (what ``server.simulate`` sets).
+- ``trimmed``: all of the above (``server.simulate`` sets the environment ones; the log setting
+  only with ``FEDFR_RAY_QUIET=1``).
 
     python -m benchmarks.speed_ray --out outputs/speed --repeats 2
 """

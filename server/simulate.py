@@ -18,8 +18,8 @@ Start-up paid once: with ``--keep`` (or ``FEDFR_KEEP_DEPLOYMENT=1``) the SuperLi
 SuperExec stay up after the run, their ports in ``<flwr-home>/deployment.json``; the next run
 with the same ``--flwr-home`` reuses them when they answer and were started with the same
 environment (``FEDFR_*``, ``OMP_*``, ``RAY_*``, ``PYTHONPATH``, ...; else they are replaced).
-``python -m server.simulate --stop --flwr-home H`` stops them. Ray is trimmed (``RAY_TRIM_ENV``,
-``init-args-log-to-driver=false``; ``FEDFR_TRIM_RAY=0`` restores Flower's start).
+``python -m server.simulate --stop --flwr-home H`` stops them. Ray is trimmed (``RAY_TRIM_ENV``;
+``FEDFR_TRIM_RAY=0`` restores Flower's start).
 
     python -m server.simulate --keep --run-config "num-server-rounds=3"   # twice: start-up once
     python -m server.simulate --stop
@@ -142,8 +142,10 @@ def stage_app(app: Path, dest: Path) -> Path:
 
 #: Ray settings every simulation gets (benchmarks/speed_ray.py measures each): no idle workers
 #: pre-started next to the actors, no usage-stats reporting. Dashboard off and WARNING logging
-#: are Flower's defaults; ``init-args-log-to-driver=false`` goes through Flower's backend options
-#: (``RAY_FEDERATION_CONFIG``). ``FEDFR_TRIM_RAY=0`` leaves Ray as Flower starts it.
+#: are Flower's defaults. ``init-args-log-to-driver=false`` (Flower's backend options) is *not*
+#: set by default: its saving is within the noise and it hides the ClientApps' log lines from
+#: ``flwr run --stream``; ``FEDFR_RAY_QUIET=1`` adds it. ``FEDFR_TRIM_RAY=0`` leaves Ray as
+#: Flower starts it.
 RAY_TRIM_ENV = {"RAY_prestart_worker_first_driver": "0", "RAY_enable_worker_prestart": "0",
                 "RAY_USAGE_STATS_ENABLED": "0"}
 RAY_FEDERATION_CONFIG = "init-args-log-to-driver=false"
@@ -339,7 +341,7 @@ def run(run_config: str, num_supernodes: int, flwr_home: Path, app: Path = ROOT,
     state, reused = ensure_deployment(flwr_home, app, par_env)
     env = deployment_env(flwr_home, app, state["http_port"], state["control_port"], par_env)
     fed = f"num-supernodes={num_supernodes} {par_fed} {extra_federation_config}".strip()
-    if trim_ray() and "init-args-log-to-driver" not in fed:
+    if os.environ.get("FEDFR_RAY_QUIET") == "1" and "init-args-log-to-driver" not in fed:
         fed = f"{fed} {RAY_FEDERATION_CONFIG}"
     staged = stage_app(app, flwr_home / "app")
     cmd = [flwr_executable(), "run", str(staged), "--stream", "--federation-config", fed]
@@ -403,12 +405,17 @@ def checked_in_child(run_config: str, num_supernodes: int,
     that then only waits for ``flwr run``, need not hold. ``check_outcome`` reads its answer."""
     cmd = [sys.executable, "-m", "server.simulate", "--check-only", "--run-config", run_config,
            "--num-supernodes", str(num_supernodes)] + (["--debug"] if debug else [])
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
 
 
 def check_outcome(check: subprocess.Popen) -> Path | int:
-    """The checked output folder, or the check's exit status (2: the user error it printed)."""
-    out, _ = check.communicate()
+    """The checked output folder, or the check's exit status (2: the user error it printed,
+    passed on to this process's stderr)."""
+    out, err = check.communicate()
+    if err:
+        sys.stderr.write(err)
+        sys.stderr.flush()
     if check.returncode != 0:
         return check.returncode
     return Path(out.strip().splitlines()[-1])
@@ -454,19 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.keep or os.environ.get("FEDFR_KEEP_DEPLOYMENT") == "1"
 
     def simulate() -> int:
-        check = checked_in_child(args.run_config, args.num_supernodes, args.debug)
-        try:  # a SuperLink to start comes up while the config is checked
-            _, par_env, _ = parallel_settings(args.parallel, args.run_config,
-                                              args.num_supernodes, dict(os.environ))
-            ensure_deployment(home, ROOT, par_env)
-        except BaseException:
-            check.kill()
-            stop_deployment(home)
-            raise
-        out = check_outcome(check)
+        # the config is checked before any Flower process starts
+        out = check_outcome(checked_in_child(args.run_config, args.num_supernodes, args.debug))
         if isinstance(out, int):
-            if not keep:
-                stop_deployment(home)
             return out
         rc = run(args.run_config, args.num_supernodes, home,
                  extra_federation_config=args.federation_config, keep=keep,

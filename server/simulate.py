@@ -61,9 +61,9 @@ def superlink_pids(flwr_home: Path) -> list[int]:
     return pids
 
 
-def _group_members(pgids: set[int]) -> list[int]:
-    """Process ids of the live processes in the process groups ``pgids``."""
-    out = []
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group id, state) of every live process (Linux /proc)."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -71,22 +71,37 @@ def _group_members(pgids: set[int]) -> list[int]:
             except OSError:
                 continue
             fields = stat[stat.rindex(")") + 2:].split()
-            if fields[0] != "Z" and int(fields[2]) in pgids:
-                out.append(int(entry.name))
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _descendants(roots: list[int]) -> set[int]:
+    """The processes under ``roots`` (children, grandchildren, ...), zombies excluded."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out and table[child][2] != "Z":
+                out.add(child)
+                todo.append(child)
     return out
 
 
+def _alive(pids: set[int]) -> set[int]:
+    table = _process_table()
+    return {p for p in pids if p in table and table[p][2] != "Z"}
+
+
 def stop_superlinks(flwr_home: Path, timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL, the SuperLink processes (and their groups: SuperExec,
-    ``flwr-simulation``, the Ray it started) of ``flwr_home``; what is left of their groups
-    after ``timeout`` gets SIGKILL too."""
+    """SIGTERM, then SIGKILL, the SuperLink processes of ``flwr_home`` and their process groups;
+    then whatever ran under them (SuperExec, ``flwr-simulation`` in its own session, the Ray it
+    started: GCS, raylet, actors), listed before the first signal, gets SIGKILL if it has not
+    exited within ``timeout`` (a run interrupted mid-way leaves them behind otherwise)."""
     pids = superlink_pids(flwr_home)
-    pgids = set()
-    for pid in pids:
-        try:
-            pgids.add(os.getpgid(pid))
-        except OSError:
-            pass
+    below = _descendants(pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             for kill in (lambda p, s: os.killpg(os.getpgid(p), s), os.kill):
@@ -101,16 +116,15 @@ def stop_superlinks(flwr_home: Path, timeout: float = 10.0) -> None:
         pids = superlink_pids(flwr_home)
         if not pids:
             break
-    pgids.discard(os.getpgid(0))  # never this process's own group
+    below.discard(os.getpid())
     deadline = time.monotonic() + timeout
-    while pgids and _group_members(pgids) and time.monotonic() < deadline:
+    while _alive(below) and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pgid in pgids:
-        if _group_members({pgid}):
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except OSError:
-                pass
+    for pid in _alive(below):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def flwr_executable() -> str:

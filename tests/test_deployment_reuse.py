@@ -110,3 +110,27 @@ def test_two_runs_share_one_deployment_and_stop_leaves_nothing(tiny_config: dict
         subprocess.run([sys.executable, "-m", "server.simulate", "--stop", "--flwr-home",
                         str(home)], cwd=simulate.ROOT, timeout=120)
     assert simulate.superlink_pids(home) == []
+
+
+def test_stop_kills_what_ran_under_the_superlink_in_other_sessions(tmp_path: Path) -> None:
+    """flwr-simulation runs in its own session and Ray below it: stopping the SuperLink's group
+    alone left them running after an interrupted run."""
+    home = tmp_path / "home"
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "time.sleep(60)")
+    parent = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+              f"{stubborn!r}], start_new_session=True); print(p.pid, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", parent, "flower-superlink", "--log-file",
+                             str(home / "local-superlink" / "superlink.log")],
+                            start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        simulate.stop_superlinks(home, timeout=1.0)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while simulate._alive({child}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not simulate._alive({child})
+    finally:
+        proc.kill()
+        proc.wait()

@@ -21,6 +21,15 @@ def _fake_superlink(home: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _wait_seen(home: Path, pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if simulate.superlink_pids(home) == [pid]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _wait_gone(home: Path, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -38,7 +47,7 @@ def test_a_kept_deployment_is_reused_only_when_it_answers_with_the_same_environm
     assert not reused and json.loads((home / "deployment.json").read_text()) == state
     proc = _fake_superlink(home)
     try:
-        assert simulate.superlink_pids(home) == [proc.pid]
+        assert _wait_seen(home, proc.pid)
         monkeypatch.setattr(simulate, "superlink_healthy", lambda port: True)
         again, reused = simulate.ensure_deployment(home)
         assert reused and again == state  # same ports: flwr run finds the running SuperLink
@@ -58,6 +67,7 @@ def test_an_unhealthy_leftover_is_stopped_and_stop_forgets_the_ports(
     simulate.ensure_deployment(home)
     proc = _fake_superlink(home)
     try:
+        assert _wait_seen(home, proc.pid)
         _, reused = simulate.ensure_deployment(home)  # nothing answers /health
         assert not reused and _wait_gone(home)
         simulate.stop_deployment(home)

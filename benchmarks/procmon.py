@@ -62,7 +62,9 @@ def _read(path: Path) -> str | None:
 
 
 def _children_map() -> dict[int, list[int]]:
-    """ppid -> child pids, for every process visible in /proc."""
+    """ppid -> child pids, for every live process visible in /proc (zombies - exited, waiting
+    for their parent to reap them, e.g. a kept SuperExec's finished ``flwr-simulation`` - hold
+    nothing and are left out)."""
     out: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -71,8 +73,10 @@ def _children_map() -> dict[int, list[int]]:
         if not stat:
             continue
         # pid (comm) state ppid ...; comm may hold spaces and parentheses
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        out.setdefault(ppid, []).append(int(entry.name))
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        out.setdefault(int(fields[1]), []).append(int(entry.name))
     return out
 
 

@@ -12,7 +12,7 @@ RUN_CONFIG ?=
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: install demo demo-reid demo-video-reid reid-benchmark demo-orl ablation personalization hn-sweep ids-per-client split federation \
-	eval-scale reid-eval-scale video-table21 pruning bench-speed bench-speed-quick test test-slow test-all test-latest lock lint clean
+	eval-scale reid-eval-scale video-table21 pruning bench-speed bench-speed-full bench-speed-quick test test-slow test-all test-latest lock lint clean
 
 install: $(STAMP)
 
@@ -154,8 +154,14 @@ split: $(STAMP)
 	$(BIN)/fedfr split --dataset recordio --data-root "$(DATA)" --out $(CURDIR)/outputs/split.json \
 	  $(SPLIT_ARGS)
 
-## bench-speed: framework overhead, hard-negative mining, evaluation at scale, memory with scale
+## bench-speed: the speed targets (issue 17): flwr run vs plain loop (kept deployment, clients in
+## parallel), the ablation's wall vs its rows, steps inside the actor, Ray settings (~8-10 min)
+SPEED_REPEATS ?= 2
 bench-speed: $(STAMP)
+	$(BIN)/python -m benchmarks.speed_targets --out $(CURDIR)/outputs/speed --repeats $(SPEED_REPEATS)
+
+## bench-speed-full: overhead, hard-negative mining, evaluation at scale, memory with scale (~30 min)
+bench-speed-full: $(STAMP)
 	$(BIN)/python -m benchmarks.speed --out $(CURDIR)/outputs/speed
 
 bench-speed-quick: $(STAMP)

@@ -106,7 +106,7 @@ def run(out: Path, clients: list[int], repeats: int, threads: int | None,
                                        for v in variants):
         conf = {**CONFIG, "num-clients": n, "cache-dir": str(cache)}
         prepare(conf)
-        m, _, _ = run_flwr(f"{tag}c{n}", conf, work, str(rep), env)
+        m, _, _ = run_flwr(f"{tag}c{n}", conf, work, str(rep), env, work / "flwr-home")
         store[n].append({**peaks(m), "wall_s": m.wall_s, "actors": m.role_count("actor"),
                          "timeline": m.timeline()})
         print(f"memory {tag}{n} clients repeat {rep + 1}/{repeats}: driver "

@@ -10,6 +10,10 @@ Personal state stays in a list in memory. Writes ``final_model.pt`` (the global 
 and ``plain.json`` (metrics) to ``--out``, so a run can be checked against the federation's.
 
     python -m benchmarks.plain_loop --out DIR --run-config "num-clients=4 num-server-rounds=3"
+
+``--workers N`` trains the clients of a round in N forked processes (the same cores the
+federation's N Ray actors get; one torch thread each with ``FEDFR_NUM_THREADS=1``); the mean is
+folded in client order either way, so the result equals the sequential loop's bit for bit.
 """
 
 from __future__ import annotations
@@ -40,34 +44,72 @@ from fedfr.feature_cache import compute_public_features
 from fedfr.runtime import configure_threads
 
 
+def _eval_client(pid: int) -> dict[str, float]:
+    """One client's personalised protocol for ``_ROUND["names"]`` (global/local/personal)."""
+    r = _ROUND
+    cfg, ws, backbone, state = r["cfg"], r["ws"], r["backbone"], r["states"][pid]
+    data, others = ws.client(pid), ws.other_clients_test(pid)
+    out: dict[str, float] = {}
+    for name in r["names"]:
+        model = model_factory(cfg)()
+        use_global = name == "global" or state is None or state.prev_backbone is None
+        model.load_state_dict(backbone if use_global else state.prev_backbone)
+        head = None
+        if name == "personal" and state is not None and state.dfc is not None:
+            dfc = DFCHead(cfg.embedding_size, state.w.shape[0])
+            dfc.load_personal_state(state.dfc)
+            head = dfc.pi
+        res = personalized_metrics(embed_eval(cfg, model, data.test_images, head),
+                                   data.test_labels,
+                                   embed_eval(cfg, model, data.train_images, head),
+                                   data.train_labels, embed_eval(cfg, model, others, head))
+        out.update({f"{name}.{k}": v for k, v in res.items()})
+    return out
+
+
 def _personal_eval(cfg, ws, backbone: dict[str, torch.Tensor],
-                   states: list[PersonalState | None], names: list[str]) -> dict[str, Any]:
-    """Each client's personalised protocol for ``names`` (global/local/personal), averaged."""
-    per_client = []
-    for pid, state in enumerate(states):
-        data, others = ws.client(pid), ws.other_clients_test(pid)
-        out: dict[str, float] = {}
-        for name in names:
-            model = model_factory(cfg)()
-            use_global = name == "global" or state is None or state.prev_backbone is None
-            model.load_state_dict(backbone if use_global else state.prev_backbone)
-            head = None
-            if name == "personal" and state is not None and state.dfc is not None:
-                dfc = DFCHead(cfg.embedding_size, state.w.shape[0])
-                dfc.load_personal_state(state.dfc)
-                head = dfc.pi
-            res = personalized_metrics(embed_eval(cfg, model, data.test_images, head),
-                                       data.test_labels,
-                                       embed_eval(cfg, model, data.train_images, head),
-                                       data.train_labels, embed_eval(cfg, model, others, head))
-            out.update({f"{name}.{k}": v for k, v in res.items()})
-        per_client.append(out)
-    return split_by_model(per_client)
+                   states: list[PersonalState | None], names: list[str],
+                   workers: int = 1) -> dict[str, Any]:
+    """Each client's personalised protocol for ``names`` (global/local/personal), averaged
+    in client order (clients evaluated in ``workers`` processes)."""
+    _ROUND.update(cfg=cfg, ws=ws, backbone=backbone, states=states, names=names)
+    return split_by_model(list(_map_clients(_eval_client, len(states), workers)))
 
 
-def run_plain(run_config: dict[str, Any], out: Path) -> dict[str, Any]:
+#: what a forked worker needs of the current round (set before the pool forks)
+_ROUND: dict[str, Any] = {}
+
+
+def _train_client(pid: int):
+    """One client's local round (in a worker forked from the loop, or in the loop itself)."""
+    r = _ROUND
+    data = r["ws"].client(pid)
+    res = train_local_round(
+        r["make"], r["backbone"], r["phi"], LocalData(data.train_images, data.train_labels,
+                                                      data.num_classes),
+        r["cfg"], r["states"][pid], seeded_generator(r["cfg"].seed, r["round"], pid),
+        public_images=r["public_images"], public_labels=r["public_labels"],
+        public_features=r["feats"], server_round=r["round"])
+    return pid, res
+
+
+def _map_clients(fn, clients: int, workers: int):
+    """``fn(pid)`` for every client, results in client order; in ``workers`` processes forked
+    from this one (they see ``_ROUND`` as it is now) or here."""
+    if workers <= 1:
+        yield from (fn(pid) for pid in range(clients))
+        return
+    import multiprocessing
+
+    from fedfr.runtime import configure_threads
+
+    with multiprocessing.get_context("fork").Pool(workers, initializer=configure_threads) as pool:
+        yield from pool.imap(fn, range(clients))
+
+
+def run_plain(run_config: dict[str, Any], out: Path, workers: int = 1) -> dict[str, Any]:
     """Run the federation's workload as a plain loop; returns {final, rounds, seconds}."""
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     cfg = resolve(run_config)
     if cfg.num_clients < 1:
         raise SystemExit("plain_loop: set num-clients >= 1 in --run-config")
@@ -77,7 +119,7 @@ def run_plain(run_config: dict[str, Any], out: Path) -> dict[str, Any]:
     backbone, phi, _ = load_or_pretrain(cfg, ws)
     phi = phi if cfg.uses_public_data else None
     states: list[PersonalState | None] = [None] * cfg.num_clients
-    pre = _personal_eval(cfg, ws, backbone, states, ["global"])
+    pre = _personal_eval(cfg, ws, backbone, states, ["global"], workers)
     rounds = []
     public_images = public_labels = None
     if cfg.uses_public_data:
@@ -88,14 +130,10 @@ def run_plain(run_config: dict[str, Any], out: Path) -> dict[str, Any]:
         feats = None
         if cfg.uses_public_data and cfg.hard_negatives:
             feats = compute_public_features(cfg, backbone, public_images)  # once a round
-        for pid in range(cfg.num_clients):
-            data = ws.client(pid)
-            res = train_local_round(
-                make, backbone, phi, LocalData(data.train_images, data.train_labels,
-                                               data.num_classes),
-                cfg, states[pid], seeded_generator(cfg.seed, rnd, pid),
-                public_images=public_images, public_labels=public_labels,
-                public_features=feats, server_round=rnd)
+        _ROUND.update(ws=ws, make=make, backbone=backbone, phi=phi, cfg=cfg, states=states,
+                      round=rnd, public_images=public_images, public_labels=public_labels,
+                      feats=feats)
+        for pid, res in _map_clients(_train_client, cfg.num_clients, workers):
             states[pid] = res.state
             weight = res.num_examples + (res.num_hard_negatives
                                          if cfg.aggregation_weight == "private+hn" else 0)
@@ -111,14 +149,15 @@ def run_plain(run_config: dict[str, Any], out: Path) -> dict[str, Any]:
         if rnd % cfg.eval_every == 0 or rnd == cfg.num_server_rounds:
             row["generic"] = evaluate_generic(cfg, ws, backbone)
         rounds.append(row)
-    final = _personal_eval(cfg, ws, backbone, states, ["global", "local", "personal"])
+    final = _personal_eval(cfg, ws, backbone, states, ["global", "local", "personal"], workers)
     out.mkdir(parents=True, exist_ok=True)
     model = {f"backbone.{k}": v for k, v in backbone.items()}
     if phi is not None:
         model["phi"] = phi
     torch.save(model, out / "final_model.pt")
     result = {"pretrained": {"personalized": pre.get("global", {})}, "rounds": rounds,
-              "final": final, "seconds": time.perf_counter() - t0}
+              "final": final, "seconds": time.perf_counter() - t0,
+              "started_at": started_at, "workers": workers}
     (out / "plain.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
@@ -129,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--run-config", default="")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes training a round's clients side by side")
     args = parser.parse_args(argv)
     configure_threads()
-    run_plain(parse_run_config(args.run_config), args.out)
+    run_plain(parse_run_config(args.run_config), args.out, args.workers)
     return 0
 
 

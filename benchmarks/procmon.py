@@ -62,7 +62,9 @@ def _read(path: Path) -> str | None:
 
 
 def _children_map() -> dict[int, list[int]]:
-    """ppid -> child pids, for every process visible in /proc."""
+    """ppid -> child pids, for every live process visible in /proc (zombies - exited, waiting
+    for their parent to reap them, e.g. a kept SuperExec's finished ``flwr-simulation`` - hold
+    nothing and are left out)."""
     out: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -71,8 +73,10 @@ def _children_map() -> dict[int, list[int]]:
         if not stat:
             continue
         # pid (comm) state ppid ...; comm may hold spaces and parentheses
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        out.setdefault(ppid, []).append(int(entry.name))
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        out.setdefault(int(fields[1]), []).append(int(entry.name))
     return out
 
 
@@ -103,6 +107,9 @@ class ProcInfo:
     first_seen_s: float = 0.0  # since the command started
     last_seen_s: float = 0.0
     cpu_s: float = 0.0  # user + system CPU of this process (not its children), last sample
+    #                     (for a process already running when the command started: since then)
+    preexisting: bool = False  # already running when the command started (a kept deployment)
+    cpu_base: float = 0.0  # its CPU time when first seen
 
 
 @dataclass
@@ -118,6 +125,7 @@ class Measurement:
     cpu_rusage_s: float = 0.0  # RUSAGE_CHILDREN growth: loses processes reaped by a parent
     #                            that discards their usage (Ray's raylet, sometimes)
     cpu_sampled_s: float = 0.0  # sum of each process's last sampled CPU: misses <= interval
+    started_at: float = 0.0  # time.time() when the command was started
 
     def role_peak(self, role: str) -> int:
         """Largest single-process peak (VmHWM) among processes of ``role`` (0 if none)."""
@@ -127,18 +135,22 @@ class Measurement:
         return sum(1 for p in self.procs.values() if p.role == role)
 
     def timeline(self) -> list[dict]:
-        """Every process seen: role, peak MiB, first/last seen (s), command (shortened)."""
+        """Every process seen: role, peak MiB, CPU s, first/last seen (s), command (shortened)."""
         return [{"pid": p.pid, "role": p.role, "peak_mib": round(p.peak_bytes / 2**20, 1),
-                 "first_s": round(p.first_seen_s, 2), "last_s": round(p.last_seen_s, 2),
+                 "cpu_s": round(p.cpu_s, 2), "preexisting": p.preexisting,
+                 "first_s": round(p.first_seen_s, 2),
+                 "last_s": round(p.last_seen_s, 2),
                  "cmd": p.cmdline[:160]}
                 for p in sorted(self.procs.values(), key=lambda p: p.first_seen_s)]
 
     def summary(self) -> dict:
         roles = sorted({p.role for p in self.procs.values()})
         return {"returncode": self.returncode, "wall_s": self.wall_s, "cpu_s": self.cpu_s,
+                "started_at": self.started_at,
                 "cpu_rusage_s": self.cpu_rusage_s, "cpu_sampled_s": self.cpu_sampled_s,
                 "tree_peak_bytes": self.tree_peak_bytes,
-                "roles": {r: {"processes": self.role_count(r), "peak_bytes": self.role_peak(r)}
+                "roles": {r: {"processes": self.role_count(r), "peak_bytes": self.role_peak(r),
+                              "cpu_s": sum(p.cpu_s for p in self.procs.values() if p.role == r)}
                           for r in roles},
                 "leftover_processes": len(self.leftover), "timeline": self.timeline()}
 
@@ -173,6 +185,9 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
         raise RuntimeError("procmon needs Linux prctl(PR_SET_CHILD_SUBREAPER)")
     me = os.getpid()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # processes already in this tree (a deployment a previous command left up): their memory
+    # counts, their CPU from now on; the command is not waited for them to exit
+    pre = set(descendants(me))
     procs: dict[int, ProcInfo] = {}
     peak = 0
     stop = threading.Event()
@@ -192,7 +207,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
                 if not cmdline:  # a zombie or a kernel-less stub: nothing to measure
                     continue
                 info = procs[pid] = ProcInfo(pid, cmdline, role_of(cmdline),
-                                             first_seen_s=time.perf_counter() - t0)
+                                             first_seen_s=time.perf_counter() - t0,
+                                             preexisting=pid in pre)
             elif info.role in ("ray", "other") and "ClientAppActor" not in info.cmdline:
                 # Ray renames a worker once it becomes an actor: re-read
                 raw = (_read(base / "cmdline") or "").replace("\0", " ").strip()
@@ -201,7 +217,10 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
             stat = _read(base / "stat")
             if stat:
                 fields = stat[stat.rindex(")") + 2:].split()
-                info.cpu_s = max(info.cpu_s, (int(fields[11]) + int(fields[12])) / TICKS)
+                total_cpu = (int(fields[11]) + int(fields[12])) / TICKS
+                if info.preexisting and info.cpu_base == 0.0:
+                    info.cpu_base = total_cpu or 1e-9
+                info.cpu_s = max(info.cpu_s, total_cpu - info.cpu_base)
             rss = _status_bytes(status, "VmRSS:")
             info.rss_bytes = rss
             info.last_seen_s = time.perf_counter() - t0
@@ -215,7 +234,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
             stop.wait(interval)
 
     out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     thread = threading.Thread(target=sampler, daemon=True)
     try:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
@@ -230,10 +249,10 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
             _reap()
-            if not descendants(me):
+            if not set(descendants(me)) - pre:
                 break
             time.sleep(0.1)
-        leftover = descendants(me)
+        leftover = sorted(set(descendants(me)) - pre)
     finally:
         stop.set()
         thread.join()
@@ -242,7 +261,8 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path |
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     sampled = sum(p.cpu_s for p in procs.values())
-    return Measurement(rc, wall, max(cpu, sampled), peak, procs, leftover, cpu, sampled)
+    return Measurement(rc, wall, max(cpu, sampled), peak, procs, leftover, cpu, sampled,
+                       started_at)
 
 
 def _reap() -> None:

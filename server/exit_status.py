@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fedfr.checkpoint import atomic_write_text
 from fedfr.errors import RunFailedError
 
 log = logging.getLogger("fedfr.server")
@@ -93,6 +92,8 @@ def rounds_note(report: dict[str, Any]) -> str:
 def write_status(out: Path, status: str, problems: list[str], experiment_id: str = "") -> dict:
     """Write ``<out>/status.json``; returns its content."""
     doc = {"status": status, "problems": list(problems), "experiment-id": experiment_id}
+    from fedfr.checkpoint import atomic_write_text  # imports torch: only where a run writes
+
     atomic_write_text(json.dumps(doc, indent=2), out / STATUS_FILE)
     return doc
 

@@ -11,7 +11,10 @@ holds all C replies (C copies of the model) at once.
 when something does), yielding each reply as soon as it is pulled, so a consumer can fold it into a
 running mean and drop it. ``send_and_receive`` is the list-returning equivalent. The timeout
 means what Flower's means: stop waiting ``timeout`` seconds after the push (None: wait for all).
-Replies are aggregated in arrival order, as before (Flower's list is in arrival order too).
+``in_push_order`` re-orders a stream into the order the messages were pushed (a reply that
+arrives early waits for its predecessors): with clients in parallel (several Ray actors) the
+running mean then folds the replies in the same order as a sequential run, so the final model is
+the sequential run's bit for bit. ``FEDFR_REPLY_ORDER=arrival`` folds in arrival order instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import Iterable, Iterator
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+#: wall-clock time (``time.time()``) of the first reply this process received (start-up phases)
+first_reply_at: float | None = None
 POLL_MIN_S = 0.02
 POLL_MAX_S = 0.1  # Flower's in-memory grid (simulation) polls every 0.1 s, its HTTP grid 3 s
 
@@ -34,14 +39,19 @@ def stream_replies(grid: Grid, messages: Iterable[Message],
     ``FEDFR_FLOWER_POLLING=1`` uses Flower's own ``grid.send_and_receive`` instead (the
     benchmarks' "before" runs).
     """
+    global first_reply_at
     if os.environ.get("FEDFR_FLOWER_POLLING") == "1":
-        yield from grid.send_and_receive(messages, timeout=timeout)
+        for reply in grid.send_and_receive(messages, timeout=timeout):
+            first_reply_at = first_reply_at or time.time()
+            yield reply
         return
     pending = set(grid.push_messages(messages))
     deadline = None if timeout is None else time.monotonic() + timeout
     interval = POLL_MIN_S
     while pending:
         got = list(grid.pull_messages(list(pending)))
+        if got and first_reply_at is None:
+            first_reply_at = time.time()
         for reply in got:
             pending.discard(reply.metadata.reply_to_message_id)
             yield reply
@@ -55,6 +65,35 @@ def stream_replies(grid: Grid, messages: Iterable[Message],
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
         else:
             time.sleep(interval)
+
+
+def in_push_order(sent: Iterable[Message], replies: Iterable[Message]) -> Iterator[Message]:
+    """Yield ``replies`` in the order of the messages in ``sent`` they answer (looked up by
+    message id, known once pushed): an early reply is held until every earlier message's reply
+    came; what is held when the stream ends (a reply that never came) follows in push order.
+    Replies to none of ``sent`` pass through at once."""
+    if os.environ.get("FEDFR_REPLY_ORDER") == "arrival":
+        yield from replies
+        return
+    sent = list(sent)
+    position: dict[str, int] = {}
+    held: dict[int, Message] = {}
+    nxt = 0
+    for reply in replies:
+        mid = reply.metadata.reply_to_message_id
+        if mid not in position:  # ids are set when the messages are pushed: look them up late
+            position = {m.metadata.__dict__["_message_id"]: i for i, m in enumerate(sent)
+                        if m.metadata.__dict__.get("_message_id")}
+        i = position.get(mid)
+        if i is None:
+            yield reply
+            continue
+        held[i] = reply
+        while nxt in held:
+            yield held.pop(nxt)
+            nxt += 1
+    for i in sorted(held):
+        yield held.pop(i)
 
 
 def send_and_receive(grid: Grid, messages: Iterable[Message],

@@ -35,6 +35,9 @@ from strategies.records import (
     COUNT_KEYS,
     METRICS_KEY,
     PHI_KEY,
+    array_from_numpy,
+    fast_arrays,
+    numpy_view,
 )
 
 #: key -> (shape, dtype) of what was sent
@@ -174,7 +177,8 @@ class FedFR(FedAvg):
         if set(record.keys()) != set(spec):
             return check_update(dict.fromkeys(record.keys()), spec) or "key mismatch"
         try:
-            arrays = {key: record[key].numpy() for key in spec}
+            decode = numpy_view if fast_arrays() else (lambda a: a.numpy())  # view: no copy
+            arrays = {key: decode(record[key]) for key in spec}
         except (ValueError, TypeError, OSError, EOFError) as exc:  # corrupt bytes, bad stype
             return f"arrays could not be decoded: {exc}"
         reason = check_update(arrays, spec)
@@ -234,7 +238,8 @@ class FedFR(FedAvg):
             return None, None
 
         averaged = mean.result()
-        arrays_out = ArrayRecord({key: Array(averaged[key]) for key in spec})
+        encode = array_from_numpy if fast_arrays() else Array
+        arrays_out = ArrayRecord({key: encode(averaged[key]) for key in spec})
         metrics_out = MetricRecord({
             **totals,
             "num-replies": mean.count,

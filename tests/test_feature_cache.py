@@ -98,7 +98,8 @@ def test_local_round_with_cached_features_is_bitwise_the_uncached_round(setup):
 def test_optimised_federation_equals_the_original_path_and_the_plain_loop(
         tiny_config: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Bit for bit: the original path (a freshly initialised model per use, D_g embedded by every
-    client) and the default path (model copies, shared features) end with the same global model
+    client, Flower's array codec) and the default path (model copies, shared features, zero-copy
+    arrays) end with the same global model
     and metrics; so does the overhead benchmark's plain loop."""
     import fedfr.workloads.face
     from fedfr.face.models import model_from_config
@@ -109,6 +110,7 @@ def test_optimised_federation_equals_the_original_path_and_the_plain_loop(
         with monkeypatch.context() as m:
             if name == "original":
                 m.setenv("FEDFR_FEATURE_CACHE", "off")
+                m.setenv("FEDFR_FAST_ARRAYS", "0")  # Flower's np.save / np.load per tensor
                 m.setattr(fedfr.workloads.face, "model_factory",
                           lambda cfg: partial(model_from_config, cfg))
             feature_cache.clear_memory()

@@ -72,7 +72,12 @@ def test_overhead_benchmark_smoke(tmp_path: Path, shared_cache: Path,
     assert run["flwr"]["roles"]["driver"]["processes"] == 1
     assert run["flwr"]["roles"]["actor"]["peak_bytes"] > 0
     assert run["flwr"]["leftover_processes"] == 0
+    assert run["flwr_cold"]["phases"]["SuperLink"] is not None  # the cold run started one
+    assert run["flwr"]["phases"]["SuperLink"] is None  # the kept deployment was reused
+    assert run["flwr"]["phases"]["first reply"] > run["flwr"]["phases"]["loop start"]
     assert (tmp_path / "overhead.md").exists()
+    from server.simulate import superlink_pids
+    assert superlink_pids(tmp_path / "work-overhead" / "flwr-home") == []  # stopped when done
 
 
 @pytest.mark.slow

@@ -299,27 +299,47 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
     sums = {"con": 0.0, "bce": 0.0, "n": 0}
 
     def extra(net: ReidNet, x: Tensor, f: Tensor, f_bn: Tensor, yb: Tensor) -> Tensor:
-        loss = f_bn.sum() * 0.0
-        if prev_model is not None:
-            with torch.no_grad():
-                f_glob, f_prev = global_model(x)[1], prev_model(x)[1]
-            l_con = model_contrastive_loss(f_bn, f_glob, f_prev, tau=cfg.con_tau)
-            loss = loss + cfg.alpha_con * l_con
-            sums["con"] += l_con.item() * len(yb)
-        if head is not None:
-            bce_labels = torch.where(yb < k_l, yb, torch.full_like(yb, -1))
-            l_bce = head.loss(f_bn, bce_labels, s=cfg.bce_s, m=cfg.bce_m, lam=cfg.bce_lambda,
-                              t=cfg.bce_t, kind=cfg.dfc_loss)
-            loss = loss + cfg.alpha_bce * l_bce
-            sums["bce"] += l_bce.item() * len(yb)
-        sums["n"] += len(yb)
-        return loss
+        return fedfr_terms(cfg, x, f_bn, yb, k_l, global_model, prev_model, head, sums)
 
     use_extra = prev_model is not None or head is not None
     stats = train_epochs(model, classifier, recs, y, tcfg, epochs=cfg.local_epochs,
                          generator=generator, optimizer=opt,
                          extra_loss=extra if use_extra else None,
                          dataset=prefilled_dataset(recs, x_u8, tcfg))
+    return round_result(cfg, model, classifier, head, state, k_l, use_public, server_round,
+                        len(records), len(hn_idx), stats, sums)
+
+
+def fedfr_terms(cfg: Config, x: Tensor, f_bn: Tensor, yb: Tensor, k_l: int,
+                global_model: nn.Module | None, prev_model: nn.Module | None,
+                head: DFCHead | None, sums: dict[str, float]) -> Tensor:
+    """FedFR's client terms on a batch (the local step's ``extra_loss``): alpha_con x the
+    model-contrastive loss of f_bn against the received and the previous model's features of
+    the same input ``x``, and alpha_bce x DFC's BCE on the private labels (< ``k_l``; public
+    ones are -1). Adds each term x batch size and the batch size to ``sums``."""
+    loss = f_bn.sum() * 0.0
+    if prev_model is not None:
+        with torch.no_grad():
+            f_glob, f_prev = global_model(x)[1], prev_model(x)[1]
+        l_con = model_contrastive_loss(f_bn, f_glob, f_prev, tau=cfg.con_tau)
+        loss = loss + cfg.alpha_con * l_con
+        sums["con"] += l_con.item() * len(yb)
+    if head is not None:
+        bce_labels = torch.where(yb < k_l, yb, torch.full_like(yb, -1))
+        l_bce = head.loss(f_bn, bce_labels, s=cfg.bce_s, m=cfg.bce_m, lam=cfg.bce_lambda,
+                          t=cfg.bce_t, kind=cfg.dfc_loss)
+        loss = loss + cfg.alpha_bce * l_bce
+        sums["bce"] += l_bce.item() * len(yb)
+    sums["n"] += len(yb)
+    return loss
+
+
+def round_result(cfg: Config, model: nn.Module, classifier: nn.Module, head: DFCHead | None,
+                 state: PersonalState, k_l: int, use_public: bool, server_round: int,
+                 num_examples: int, num_hard_negatives: int, stats: dict[str, Any],
+                 sums: dict[str, float]) -> ReidRoundResult:
+    """The reply of a local round: the shared backbone, Phi (the classifier's public rows) with
+    FedFR, and the node's new personal state (private rows, DFC branch, this model)."""
     model.eval()
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}
     w_all = classifier.weight.detach().clone()
@@ -329,7 +349,7 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
     n = max(sums["n"], 1)
     return ReidRoundResult(
         backbone=shared_state(cfg, model), phi=w_all[k_l:].clone() if use_public else None,
-        state=new_state, num_examples=len(records), num_hard_negatives=len(hn_idx),
+        state=new_state, num_examples=num_examples, num_hard_negatives=num_hard_negatives,
         num_steps=int(stats["steps"]),
         losses={"total": float(stats["loss"]), "ce": float(stats["ce"]),
                 "triplet": float(stats["triplet"]), "con": sums["con"] / n,

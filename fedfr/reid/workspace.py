@@ -280,19 +280,21 @@ class ReidWorkspace:
         return image_tensor(records, self.cfg.reid_height, self.cfg.reid_width)
 
 
-def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) -> dict[str, Any]:
-    """A node folder's ``node.json`` (NodeDataError naming the path and what is wrong)."""
+def read_node_manifest(node_dir: str | Path, partition_id: int | None = None,
+                       task: str = "reid") -> dict[str, Any]:
+    """A node folder's ``node.json`` written by ``task``'s node export (NodeDataError naming the
+    path and what is wrong)."""
     root = Path(node_dir)
     if not root.is_absolute() or not root.is_dir():
         raise NodeDataError(f"node-config data-dir {root}: expected an existing absolute folder "
-                            "written by the re-ID node export")
+                            f"written by the {task} node export")
     path = root / NODE_MANIFEST
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise NodeDataError(f"{path}: unreadable node manifest ({exc})") from exc
-    if doc.get("task") != "reid":
-        raise NodeDataError(f"{path}: not a re-ID node folder (task {doc.get('task')!r})")
+    if doc.get("task") != task:
+        raise NodeDataError(f"{path}: not a {task} node folder (task {doc.get('task')!r})")
     if partition_id is not None and doc.get("partition-id") != partition_id:
         raise NodeDataError(f"{path}: holds client {doc.get('partition-id')}'s data, but this "
                             f"node has partition-id={partition_id}")

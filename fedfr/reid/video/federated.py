@@ -35,14 +35,15 @@ from fedfr.config import Config
 from fedfr.dfc import DFCHead
 from fedfr.face.training.local import PersonalState
 from fedfr.hard_negatives import select_hard_negatives
-from fedfr.losses import model_contrastive_loss
 from fedfr.reid.data.records import Tracklet
 from fedfr.reid.federated import (
     ReidRoundResult,
     bn_stat_keys,
     cap_hard_negatives,
+    fedfr_terms,
     imprint,
     retrieval_metrics,
+    round_result,
     shared_state,
 )
 
@@ -287,21 +288,8 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
     sums = {"con": 0.0, "bce": 0.0, "n": 0}
 
     def extra(f: Tensor, f_bn: Tensor, yb: Tensor) -> Tensor:
-        loss = f_bn.sum() * 0.0
-        if prev_model is not None:
-            with torch.no_grad():
-                f_glob, f_prev = global_model(tap.last)[1], prev_model(tap.last)[1]
-            l_con = model_contrastive_loss(f_bn, f_glob, f_prev, tau=cfg.con_tau)
-            loss = loss + cfg.alpha_con * l_con
-            sums["con"] += l_con.item() * len(yb)
-        if head is not None:
-            bce_labels = torch.where(yb < k_l, yb, torch.full_like(yb, -1))
-            l_bce = head.loss(f_bn, bce_labels, s=cfg.bce_s, m=cfg.bce_m, lam=cfg.bce_lambda,
-                              t=cfg.bce_t, kind=cfg.dfc_loss)
-            loss = loss + cfg.alpha_bce * l_bce
-            sums["bce"] += l_bce.item() * len(yb)
-        sums["n"] += len(yb)
-        return loss
+        return fedfr_terms(cfg, tap.last, f_bn, yb, k_l, global_model, prev_model, head,
+                           sums)
 
     use_extra = prev_model is not None or head is not None
     stats = train_video_epochs(tap, classifier, recs, tcfg, epochs=cfg.local_epochs, seed=seed,
@@ -310,17 +298,5 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
                                dataset=clip_dataset(recs, tcfg, "train", seed=seed,
                                                     cache=frame_cache(cfg)))
     tap.last = None
-    model.eval()
-    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    w_all = classifier.weight.detach().clone()
-    new_state = PersonalState(w=w_all[:k_l].clone(),
-                              dfc=head.personal_state() if head is not None else state.dfc,
-                              prev_backbone=full, last_round=server_round)
-    n = max(sums["n"], 1)
-    return ReidRoundResult(
-        backbone=shared_state(cfg, model), phi=w_all[k_l:].clone() if use_public else None,
-        state=new_state, num_examples=len(tracklets), num_hard_negatives=len(hn_idx),
-        num_steps=int(stats["steps"]),
-        losses={"total": float(stats["loss"]), "ce": float(stats["ce"]),
-                "triplet": float(stats["triplet"]), "con": sums["con"] / n,
-                "bce": sums["bce"] / n})
+    return round_result(cfg, model, classifier, head, state, k_l, use_public, server_round,
+                        len(tracklets), len(hn_idx), stats, sums)

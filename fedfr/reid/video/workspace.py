@@ -34,6 +34,7 @@ from fedfr.face.data.export import NODE_MANIFEST
 from fedfr.node_data import NodeDataError
 from fedfr.reid.data.records import Tracklet, VideoSplit
 from fedfr.reid.workspace import ClientDataset, names
+from fedfr.reid.workspace import read_node_manifest as read_reid_node_manifest
 
 #: synthetic tracklet set -> (TrackletSpec preset it starts from, the synthetic.py domain whose
 #: people, cameras and image style it shows); every domain here has at most 6 cameras (MARS names)
@@ -272,22 +273,8 @@ class VideoWorkspace:
 
 
 def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) -> dict[str, Any]:
-    """A node folder's ``node.json`` (NodeDataError naming the path and what is wrong)."""
-    root = Path(node_dir)
-    if not root.is_absolute() or not root.is_dir():
-        raise NodeDataError(f"node-config data-dir {root}: expected an existing absolute folder "
-                            "written by the video re-ID node export")
-    path = root / NODE_MANIFEST
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NodeDataError(f"{path}: unreadable node manifest ({exc})") from exc
-    if doc.get("task") != "video-reid":
-        raise NodeDataError(f"{path}: not a video re-ID node folder (task {doc.get('task')!r})")
-    if partition_id is not None and doc.get("partition-id") != partition_id:
-        raise NodeDataError(f"{path}: holds client {doc.get('partition-id')}'s data, but this "
-                            f"node has partition-id={partition_id}")
-    return doc
+    """A video node folder's ``node.json`` (``task: video-reid``), checked as image re-ID's."""
+    return read_reid_node_manifest(node_dir, partition_id, task="video-reid")
 
 
 def export_video_nodes(cfg: Config, out: Path) -> list[Path]:

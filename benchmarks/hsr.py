@@ -123,6 +123,43 @@ def _splits(p: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, Any,
     return [(f"{p['source']}->{p['target']}", src, tgt)]
 
 
+#: preset keys that shape the source model (a source cache entry serves any other value)
+SOURCE_KEYS = ("source", "source_ids", "images_per_id", "model", "height", "width",
+               "source_epochs", "source_lr", "p", "k", "tasks")
+
+
+def cached_source(cache: Path | None, task: str, p: dict[str, Any], seed: int, src: Any,
+                  scfg: ReidTrainConfig) -> tuple[Any, dict[str, Any]]:
+    """``pretrain_source`` once per (task, the preset's source keys, seed): the state and the
+    engine's stats are loaded from / saved to ``cache`` (a folder; None = no cache), so that
+    reruns with other adaptation settings skip the source training."""
+    if cache is None:
+        return pretrain_source(src, scfg, epochs=p["source_epochs"], model_name=p["model"],
+                               seed=seed)
+    import hashlib
+
+    key = json.dumps({"task": task, "seed": seed,
+                      **{k: p[k] for k in SOURCE_KEYS if k in p}}, sort_keys=True, default=str)
+    path = cache / f"source-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("key") != key:
+            raise SystemExit(f"{path}: source cache entry for another run (key differs)")
+        model = build_reid_model(p["model"])
+        model.load_state_dict(saved["state"])
+        log.info("%s seed %d: source model from %s", task, seed, path)
+        return model, saved["stats"]
+    model, stats = pretrain_source(src, scfg, epochs=p["source_epochs"], model_name=p["model"],
+                                   seed=seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": key, "state": model.state_dict(),
+                "stats": {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}},
+               tmp)
+    tmp.replace(path)
+    return model, stats
+
+
 def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: str
               ) -> dict[str, Any]:
     tc = ReidTransformConfig(height=p["height"], width=p["width"],
@@ -135,8 +172,7 @@ def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: st
             scfg = ReidTrainConfig(transform=tc, p=p["p"], k=p["k"], lr=p["source_lr"],
                                    warmup_epochs=min(10, max(1, p["source_epochs"] // 5)),
                                    milestones=() if p["source_epochs"] < 40 else (40, 70))
-            model, sstats = pretrain_source(src, scfg, epochs=p["source_epochs"],
-                                            model_name=p["model"], seed=seed)
+            model, sstats = cached_source(args.source_cache, task, p, seed, src, scfg)
             state = {k: v.clone() for k, v in model.state_dict().items()}
             direct = evaluate_target(model, tgt, tc)
             results.append({"task": task, "setting": "direct", "seed": seed,
@@ -148,7 +184,8 @@ def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: st
             base = HSRConfig(transform=tc, iterations=p["iterations"], epochs=p["epochs"],
                              p=p["p"], k=p["k"], k1=p["k1"], k2=p["k2"], rho=p["rho"],
                              seed=seed, eval_every=args.eval_every,
-                             pbh_std=p.get("pbh_std", 3.0))
+                             pbh_std=p.get("pbh_std", 3.0),
+                             classifier_init=p.get("classifier_init", "random"))
             for name in args.rows:
                 if name == "direct":
                     continue
@@ -393,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pbh-std", type=float, default=None, help="PBH's n_std (thesis 3)")
     ap.add_argument("--eval-every", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--source-cache", type=Path, default=None,
+                    help="folder caching the source models across runs")
+    ap.add_argument("--classifier-init", choices=("random", "centroids"), default=None,
+                    help="each iteration's fresh classifier (HSRConfig.classifier_init)")
     ap.add_argument("--out", type=Path, default=Path("outputs/hsr"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -416,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         preset = "paper" if args.paper else "quick" if args.quick else "small"
         p = dict(PRESETS[preset])
-        for key in ("iterations", "epochs", "source_epochs", "rho", "pbh_std"):
+        for key in ("iterations", "epochs", "source_epochs", "rho", "pbh_std",
+                    "classifier_init"):
             if getattr(args, key) is not None:
                 p[key] = getattr(args, key)
         result = run_table(p, args, args.out, preset)

@@ -185,7 +185,8 @@ def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: st
                              p=p["p"], k=p["k"], k1=p["k1"], k2=p["k2"], rho=p["rho"],
                              seed=seed, eval_every=args.eval_every,
                              pbh_std=p.get("pbh_std", 3.0),
-                             classifier_init=p.get("classifier_init", "random"))
+                             classifier_init=p.get("classifier_init", "random"),
+                             eps_every_iteration=p.get("eps_every_iteration", False))
             for name in args.rows:
                 if name == "direct":
                     continue
@@ -207,7 +208,7 @@ def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: st
                 _write_csv(out / f"hsr_{preset}_history.csv", history)
     _write_csv(out / f"hsr_{preset}.csv", results)
     _write_csv(out / f"hsr_{preset}_history.csv", history)
-    plot = _plot(out / f"hsr_{preset}_vmeasure.png", history)
+    plot = _plot(out / f"hsr_{preset}_vmeasure.png", history, results)
     return {"results": results, "history": history, "plot": plot}
 
 
@@ -221,8 +222,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-def _plot(path: Path, history: list[dict[str, Any]]) -> str | None:
-    """Fig. 4.5: V-measure (solid) and NMI (dashed) per iteration, DBSCAN vs + PBH."""
+def _plot(path: Path, history: list[dict[str, Any]],
+          results: list[dict[str, Any]] | None = None) -> str | None:
+    """Fig. 4.5 (left): V-measure (solid) and NMI (dashed) per iteration, DBSCAN vs + PBH;
+    right: the target's R1 / mAP per iteration, direct transfer as a dotted line."""
     rows = [h for h in history if h["setting"] == "hsr"] or history
     if not rows:
         return None
@@ -231,7 +234,7 @@ def _plot(path: Path, history: list[dict[str, Any]]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for (task, seed) in sorted({(h["task"], h["seed"]) for h in rows}):
         hs = [h for h in rows if h["task"] == task and h["seed"] == seed]
         it = [h["iteration"] for h in hs]
@@ -243,10 +246,24 @@ def _plot(path: Path, history: list[dict[str, Any]]) -> str | None:
                     label=f"V-measure, {name} ({task}, seed {seed})")
             ax.plot(it, [h[f"{key}_nmi"] for h in hs], "--", color=colour, alpha=0.6,
                     label=f"NMI, {name} (seed {seed})")
+        ev = [h for h in hs if "eval_mAP" in h]
+        if ev:
+            line = ax2.plot([h["iteration"] for h in ev], [100 * h["eval_mAP"] for h in ev],
+                            "-o", label=f"mAP ({task}, seed {seed})")[0]
+            ax2.plot([h["iteration"] for h in ev], [100 * h["eval_R1"] for h in ev], "--s",
+                     color=line.get_color(), alpha=0.6, label=f"R1 (seed {seed})")
+            for r in results or []:
+                if (r["task"], r["seed"], r["setting"]) == (task, seed, "direct"):
+                    ax2.axhline(100 * r["mAP"], color=line.get_color(), ls=":",
+                                label=f"direct-transfer mAP (seed {seed})")
     ax.set_xlabel("iteration")
     ax.set_ylabel("score vs true identities (clustered images)")
     ax.set_title(f"Fig. 4.5 layout: pseudo-label quality ({rows[0]['setting']} run)")
     ax.legend(fontsize=6)
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("%")
+    ax2.set_title(f"target R1 / mAP per iteration ({rows[0]['setting']} run)")
+    ax2.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -432,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--source-cache", type=Path, default=None,
                     help="folder caching the source models across runs")
+    ap.add_argument("--eps-every-iteration", action=argparse.BooleanOptionalAction,
+                    default=None, help="re-estimate DBSCAN's eps at every iteration "
+                    "(HSRConfig.eps_every_iteration; SSG / the thesis: once, at the first)")
     ap.add_argument("--classifier-init", choices=("random", "centroids"), default=None,
                     help="each iteration's fresh classifier (HSRConfig.classifier_init)")
     ap.add_argument("--out", type=Path, default=Path("outputs/hsr"))
@@ -458,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = "paper" if args.paper else "quick" if args.quick else "small"
         p = dict(PRESETS[preset])
         for key in ("iterations", "epochs", "source_epochs", "rho", "pbh_std",
-                    "classifier_init"):
+                    "classifier_init", "eps_every_iteration"):
             if getattr(args, key) is not None:
                 p[key] = getattr(args, key)
         result = run_table(p, args, args.out, preset)

@@ -359,7 +359,11 @@ def run_sgc_dpl(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
         mask = sel.mask
         idx = np.flatnonzero(mask)
         cp = len(exemplars)
-        if cfg.labels == "soft":
+        if idx.size == 0:  # nothing clustered / reliable (e.g. DBSCAN all noise): X^l only
+            log.warning("SGC-DPL iteration %d: no reliable unlabelled image (%d clusters); "
+                        "training on X^l only", t, cp)
+            pseudo = torch.zeros(0, cp)
+        elif cfg.labels == "soft":
             pseudo = soft_pseudo_labels(fu[idx], fu[exemplars], cfg.temperature,
                                         cfg.pl_distance)
         else:

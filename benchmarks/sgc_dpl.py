@@ -46,7 +46,13 @@ from fedfr.reid.semi.clustering import (
     preferences,
     similarity_matrix,
 )
-from fedfr.reid.semi.sgc_dpl import SGCDPLConfig, initialise, run_sgc_dpl, thesis_train_config
+from fedfr.reid.semi.sgc_dpl import (
+    InitState,
+    SGCDPLConfig,
+    initialise,
+    run_sgc_dpl,
+    thesis_train_config,
+)
 from fedfr.reid.semi.splits import make_semi_split, manifest_name, save_manifest
 from fedfr.reid.training import ReidTrainConfig
 from fedfr.runtime import configure_threads
@@ -77,7 +83,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "width": 32, "p": 8, "k": 4, "optimizer": "adam", "lr": 3.5e-4,
               "warmup_epochs": 3, "milestones": [1000], "init_epochs": 30, "iter_epochs": 8,
               "iterations": 3, "ap_k": 100, "tau_step": 0.1, "tau_units": "tau_l",
-              "normalize": True, "temperature": 0.1},
+              "normalize": True, "temperature": 0.1, "tau_pairs": "exemplar"},
     # a test-sized run
     "quick": {"dataset": "synth-market", "num_ids": 24, "images_per_id": 8,
               "model": "small_reid", "height": 64, "width": 32, "p": 4, "k": 2,
@@ -197,6 +203,42 @@ def plot_fig35(path: Path, its: list[dict[str, Any]], setting: str, row: str = "
     return True
 
 
+#: preset keys that do not change iteration 0 (an init cache entry serves any of their values)
+ITERATION_KEYS = ("iter_epochs", "iterations", "ap_k", "tau_step", "tau_units", "tau_pairs",
+                  "temperature")
+
+
+def cached_init(cache: Path | None, p: dict[str, Any], setting: str, seed: int,
+                xl: list, xu: list, split: Any, cfg: SGCDPLConfig, device: str) -> InitState:
+    """``initialise`` once per (preset without its iteration keys, setting, seed, init kind,
+    init epochs): loaded from / saved to ``cache`` (a folder; None = no cache) so that reruns
+    with other iteration settings skip the initialisation."""
+    if cache is None:
+        return initialise(xl, xu, split.query, split.gallery, cfg, device=device)
+    import hashlib
+
+    import torch
+
+    key = json.dumps({"params": {k: v for k, v in sorted(p.items()) if k not in ITERATION_KEYS},
+                      "setting": setting, "seed": seed, "init": cfg.init,
+                      "init_epochs": cfg.init_epochs}, sort_keys=True, default=str)
+    path = Path(cache) / f"init-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("key") != key:
+            raise ConfigError(f"{path}: init cache entry for another run (key differs)")
+        log.info("init %s seed %d (%s, %d epochs) from %s", setting, seed, cfg.init,
+                 cfg.init_epochs, path)
+        return InitState(saved["model"], saved["classifier"], saved["row"])
+    state = initialise(xl, xu, split.query, split.gallery, cfg, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": key, "model": state.model, "classifier": state.classifier,
+                "row": state.row}, tmp)
+    tmp.replace(path)
+    return state
+
+
 def run_tables(args: argparse.Namespace) -> int:
     preset = "quick" if args.quick else "paper" if args.paper else "small"
     p = {**PRESETS[preset], **json.loads(args.set or "{}")}
@@ -238,8 +280,8 @@ def run_tables(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 ikey = (cfg.init, cfg.init_epochs)
                 if ikey not in inits:
-                    inits[ikey] = initialise(xl, xu, split.query, split.gallery, cfg,
-                                             device=args.device)
+                    inits[ikey] = cached_init(args.init_cache, p, setting, seed, xl, xu, split,
+                                              cfg, args.device)
                 _, hist = run_sgc_dpl(xl, xu, split.query, split.gallery, cfg,
                                       device=args.device, init=inits[ikey])
                 meta = {"row": key, "setting": setting, "seed": seed}
@@ -259,8 +301,8 @@ def run_tables(args: argparse.Namespace) -> int:
                                            "labels": "hard", "iterations": 1, **over}, seed)
                     ikey = ("labelled", cfg.init_epochs)
                     if ikey not in inits:
-                        inits[ikey] = initialise(xl, xu, split.query, split.gallery, cfg,
-                                                 device=args.device)
+                        inits[ikey] = cached_init(args.init_cache, p, setting, seed, xl, xu,
+                                                  split, cfg, args.device)
                     _, hist = run_sgc_dpl(xl, xu, split.query, split.gallery, cfg,
                                           device=args.device, init=inits[ikey])
                     h = hist[-1]
@@ -410,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--set", default="", help="JSON overrides of the preset's keys")
     t.add_argument("--device", default="cpu")
+    t.add_argument("--init-cache", type=Path, default=None,
+                   help="folder caching each row's iteration-0 model across runs")
     s = sub.add_parser("scale")
     s.add_argument("--out", type=Path, default=Path("outputs/sgc-dpl"))
     s.add_argument("--quick", action="store_true")

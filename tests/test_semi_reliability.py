@@ -7,6 +7,7 @@ import pytest
 
 from fedfr.errors import ConfigError
 from fedfr.reid.semi.reliability import (
+    exemplar_distances,
     labelled_tau,
     pair_distances,
     select_reliable,
@@ -43,6 +44,24 @@ def test_labelled_tau_on_features_and_sampled_pairs():
     ps, ns = pair_distances(x, y, max_pairs=2000, seed=0)
     assert ps.size + ns.size == 2000
     assert abs(labelled_tau(x, y, max_pairs=3000) - tau) < 0.5 * tau
+
+
+def test_exemplar_tau_measures_member_to_exemplar_distances():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0, 1.0, (10, 16))
+    y = np.repeat(np.arange(10), 12)
+    x = centres[y] + rng.normal(0, 0.4, (120, 16))
+    pos, neg = exemplar_distances(x, y + 100)  # any integer ids
+    assert pos.shape == neg.shape == (120,) and (pos <= neg).mean() > 0.95
+    # the exemplar is the member nearest the mean: closer than a typical other member
+    pp, _ = pair_distances(x, y)
+    assert np.median(pos) < 0.9 * np.median(pp)
+    t_ex, t_pw = labelled_tau(x, y, pairs="exemplar"), labelled_tau(x, y)
+    assert t_ex < t_pw and np.mean(pos < t_ex) > 0.8
+    with pytest.raises(ConfigError, match="pairs"):
+        labelled_tau(x, y, pairs="medoid")
+    with pytest.raises(ConfigError, match="2\\+ identities"):
+        exemplar_distances(x[:5], np.zeros(5, int))
 
 
 def test_threshold_grows_with_the_iterations():

@@ -120,8 +120,15 @@ def test_ap_scale_benchmark_quick(tmp_path):
 def test_tables_benchmark_quick(tmp_path):
     from benchmarks.sgc_dpl import main
 
+    cache = tmp_path / "init-cache"
     assert main(["tables", "--quick", "--rows", "labelled,ours", "--table34",
-                 "--out", str(tmp_path)]) == 0
+                 "--out", str(tmp_path), "--init-cache", str(cache)]) == 0
+    assert len(list(cache.glob("init-*.pt"))) == 2  # labelled and augmented
+    again = tmp_path / "again"
+    assert main(["tables", "--quick", "--rows", "labelled", "--out", str(again),
+                 "--init-cache", str(cache)]) == 0
+    first = (tmp_path / "table32.csv").read_text().splitlines()[1].split(",")[:5]
+    assert (again / "table32.csv").read_text().splitlines()[1].split(",")[:5] == first
     md = (tmp_path / "table32.md").read_text()
     assert "Ours: Init + SG-AP + P.L., soft" in md and "{X^l,Y^l}" in md
     its = (tmp_path / "iterations.csv").read_text().splitlines()

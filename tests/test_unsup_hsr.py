@@ -14,7 +14,13 @@ from fedfr.reid.data.records import ReidSplit
 from fedfr.reid.data.transforms import ReidTransformConfig
 from fedfr.reid.models import build_reid_model
 from fedfr.reid.unsup.features import extract_part_features, uint8_dataset
-from fedfr.reid.unsup.hsr import ABLATIONS, HSRConfig, label_quality, run_hsr
+from fedfr.reid.unsup.hsr import (
+    ABLATIONS,
+    HSRConfig,
+    cluster_centroids,
+    label_quality,
+    run_hsr,
+)
 from tests.reid_fixtures import write_identity_images
 
 TC = ReidTransformConfig(height=32, width=16, pad=2)
@@ -42,6 +48,15 @@ def test_ablation_switches_and_engine_config():
         cfg.ablation("nope")
     with pytest.raises(ConfigError, match="triplet"):
         HSRConfig(triplet="hinge")
+
+
+def test_cluster_centroids_ignore_outliers():
+    f = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    c = cluster_centroids(f, np.array([0, 0, 1, -1]), 3)
+    assert torch.allclose(c, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    assert HSRConfig(classifier_init="centroids").classifier_init == "centroids"
+    with pytest.raises(ConfigError, match="classifier_init"):
+        HSRConfig(classifier_init="zeros")
 
 
 def test_part_features_split_the_map(tmp_path):

@@ -510,18 +510,14 @@ def dbscan_default(x: Any) -> APResult:
 def dbscan_ssg(x: Any, rho: float = 1.6e-3, min_samples: int = 4, k1: int = 20,
                k2: int = 6) -> APResult:
     """DBSCAN as in SSG [131]: the k-reciprocal Jaccard distance (k1 20, k2 6), eps = the mean
-    of the smallest ``rho`` share of its pairwise values (upper triangle), min_samples 4."""
-    from fedfr.reid.evaluation.rerank import kreciprocal_jaccard
+    of the smallest ``rho`` share of its pairwise values (upper triangle), min_samples 4. Runs
+    on HSR's streamed graph (``fedfr.reid.unsup.clustering.jaccard_graph``: bounded memory, no
+    N x N matrix), so the ablation row scales to Market / Duke."""
+    from fedfr.reid.unsup.clustering import dbscan_labels, jaccard_graph
 
     a = _features(x).float()
-    dist = kreciprocal_jaccard(a, k1=min(k1, a.shape[0] - 1), k2=min(k2, a.shape[0] - 1)).numpy()
-    dist = np.clip(np.maximum(dist, dist.T), 0.0, None)  # symmetric, >= 0 for DBSCAN
-    np.fill_diagonal(dist, 0.0)
-    tri = np.sort(dist[np.triu_indices_from(dist, 1)])
-    top = max(1, int(round(rho * tri.size)))
-    eps = float(tri[:top].mean())
-    eps = eps if eps > 0 else 1e-6
-    labels = _sklearn_cluster().DBSCAN(eps=eps, min_samples=min_samples,
-                                       metric="precomputed").fit_predict(dist)
+    n = a.shape[0]
+    graph = jaccard_graph(a, rho=rho, k1=min(k1, n - 1), k2=min(k2, n - 1))
+    labels = dbscan_labels(graph, min_samples)
     return APResult(labels.astype(np.int64), medoid_exemplars(x, labels), 0, True,
-                    {"noise": int((labels < 0).sum()), "eps": eps})
+                    {"noise": int((labels < 0).sum()), "eps": graph.eps})

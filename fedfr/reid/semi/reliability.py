@@ -9,6 +9,16 @@ positive one. ``balanced``: the threshold that minimises FNR + FPR exactly (what
 two normalised densities minimises), by sorting. tau = tau_l + d_t with d_t = (t - 1) x step
 at iteration t (d_1 = 0); ``step_units`` "distance" (the thesis: +1 in squared-distance units)
 or "tau_l" (+step x tau_l, for features whose scale makes a step of 1 meaningless).
+
+Which distances form the two distributions (``pairs``): ``pairwise`` (the thesis, Fig. 3.3:
+all pairs of X^l) or ``exemplar`` (ours: each labelled image's distance to its own identity's
+exemplar (positive) and to the nearest other identity's exemplar (negative); exemplar = the
+member nearest the identity's mean). ``exemplar`` measures the quantity Eq. 3.4 thresholds (a
+member's distance to its exemplar; the text calls tau_l "the expected maximum distance between
+an exemplar and its positive members"), and its negatives are the distances that decide a wrong
+assignment (a point joins the wrong cluster when a wrong exemplar is its nearest); with a weak
+model, ``pairwise``'s crossing admits nearly every clustered point (docs/unsupervised-reid.md,
+SGC-DPL, "What was wrong and what changed").
 """
 
 from __future__ import annotations
@@ -20,9 +30,15 @@ import numpy as np
 import torch
 
 from fedfr.errors import ConfigError
-from fedfr.reid.semi.clustering import _features, sampled_sq_distances, sq_distances
+from fedfr.reid.semi.clustering import (
+    _features,
+    medoid_exemplars,
+    sampled_sq_distances,
+    sq_distances,
+)
 
 TAU_RULES = ("histogram", "balanced")
+TAU_PAIRS = ("pairwise", "exemplar")
 STEP_UNITS = ("distance", "tau_l")
 
 
@@ -52,6 +68,24 @@ def pair_distances(x: Any, labels: Any, max_pairs: int = 2_000_000, seed: int = 
     d = sampled_sq_distances(a, i, j)
     same = (y[i] == y[j]).numpy()
     return d[same], d[~same]
+
+
+def exemplar_distances(x: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(positive (N,), negative (N,)) squared distances of each row of ``x`` (N, D) to its own
+    identity's exemplar and to the nearest exemplar of another identity (``labels`` (N,);
+    exemplar = ``medoid_exemplars``). Needs 2+ identities."""
+    a = _features(x)
+    y = np.asarray(labels)
+    if y.shape != (a.shape[0],):
+        raise ValueError(f"labels: expected ({a.shape[0]},), got {y.shape}")
+    _, y = np.unique(y, return_inverse=True)
+    if y.max(initial=0) < 1:
+        raise ConfigError("tau_l: the labelled set needs 2+ identities")
+    d = sq_distances(a, a[torch.as_tensor(medoid_exemplars(a, y))]).numpy()  # (N, C)
+    rows = np.arange(y.size)
+    pos = d[rows, y].copy()
+    d[rows, y] = np.inf
+    return pos, d.min(1)
 
 
 def tau_from_distances(pos: np.ndarray, neg: np.ndarray, rule: str = "histogram",
@@ -85,9 +119,15 @@ def tau_from_distances(pos: np.ndarray, neg: np.ndarray, rule: str = "histogram"
 
 
 def labelled_tau(x: Any, labels: Any, rule: str = "histogram", bins: int = 100,
-                 max_pairs: int = 2_000_000, seed: int = 0) -> float:
-    """tau_l of the labelled features ``x`` (N^l, D) with identity ``labels`` (N^l,)."""
-    pos, neg = pair_distances(x, labels, max_pairs, seed)
+                 max_pairs: int = 2_000_000, seed: int = 0, pairs: str = "pairwise") -> float:
+    """tau_l of the labelled features ``x`` (N^l, D) with identity ``labels`` (N^l,), from
+    ``pairs`` distances (``pairwise`` or ``exemplar``, see the module)."""
+    if pairs not in TAU_PAIRS:
+        raise ConfigError(f"tau_l pairs: expected one of {TAU_PAIRS}, got {pairs!r}")
+    if pairs == "exemplar":
+        pos, neg = exemplar_distances(x, labels)
+    else:
+        pos, neg = pair_distances(x, labels, max_pairs, seed)
     return tau_from_distances(pos, neg, rule, bins)
 
 

@@ -46,7 +46,7 @@ from fedfr.reid.semi.pseudo_labels import (
     soft_cross_entropy,
     soft_pseudo_labels,
 )
-from fedfr.reid.semi.reliability import labelled_tau, select_reliable, threshold
+from fedfr.reid.semi.reliability import TAU_PAIRS, labelled_tau, select_reliable, threshold
 from fedfr.reid.training import ReidTrainConfig, build_optimizer, extract_features, training_dataset
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class SGCDPLConfig:
     ``dbscan-ssg`` or ``none`` (rows 1-2 of Table 3.2: no iterations); progressive: Eq. 3.4's
     selection (off: every clustered point); labels: ``soft`` / ``hard``; feature: the net's
     output used for clustering, distances and the test ("after" = BNNeck, "before" = f);
-    normalize: L2-normalise those features; tau_*: see ``reliability``; temperature /
+    normalize: L2-normalise those features; tau_*: see ``reliability`` (tau_pairs: which
+    labelled distances give tau_l, ``pairwise`` as in the thesis or ``exemplar``); temperature /
     pl_distance: Eq. 3.5; aug_batch / aug_weight: the augmented triplet's unlabelled images per
     step and its weight; keep_labelled_weights: copy the labelled classes' rows when the
     classifier grows; max_p: cap on P for sets with fewer identities than P.
@@ -90,6 +91,7 @@ class SGCDPLConfig:
     feature: str = "after"
     normalize: bool = False
     tau_rule: str = "histogram"
+    tau_pairs: str = "pairwise"
     tau_bins: int = 100
     tau_step: float = 1.0
     tau_units: str = "distance"
@@ -105,7 +107,8 @@ class SGCDPLConfig:
     def __post_init__(self) -> None:
         for name, allowed in (("init", INITS), ("clustering", CLUSTERINGS),
                               ("labels", LABEL_KINDS), ("feature", ("after", "before")),
-                              ("ap_preference", ("uniform", "adaptive"))):
+                              ("ap_preference", ("uniform", "adaptive")),
+                              ("tau_pairs", TAU_PAIRS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"SGC-DPL {name}: expected one of {allowed}, "
                                   f"got {getattr(self, name)!r}")
@@ -349,13 +352,18 @@ def run_sgc_dpl(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
         fl = _features_of(model, labelled, cfg, device)
         fu = _features_of(model, unlabelled, cfg, device)
         labels, exemplars, info = cluster_unlabelled(fl, yl, fu, cfg)
-        tau_l = labelled_tau(fl, yl, cfg.tau_rule, cfg.tau_bins, seed=cfg.seed)
+        tau_l = labelled_tau(fl, yl, cfg.tau_rule, cfg.tau_bins, seed=cfg.seed,
+                             pairs=cfg.tau_pairs)
         tau = threshold(tau_l, t, cfg.tau_step, cfg.tau_units)
         sel = select_reliable(fu, labels, exemplars, tau if cfg.progressive else float("inf"))
         mask = sel.mask
         idx = np.flatnonzero(mask)
         cp = len(exemplars)
-        if cfg.labels == "soft":
+        if idx.size == 0:  # nothing clustered / reliable (e.g. DBSCAN all noise): X^l only
+            log.warning("SGC-DPL iteration %d: no reliable unlabelled image (%d clusters); "
+                        "training on X^l only", t, cp)
+            pseudo = torch.zeros(0, cp)
+        elif cfg.labels == "soft":
             pseudo = soft_pseudo_labels(fu[idx], fu[exemplars], cfg.temperature,
                                         cfg.pl_distance)
         else:

@@ -129,13 +129,14 @@ def jaccard_graph(features: Any, *, eps: float | None = None, rho: float = RHO, 
 
 def dbscan_labels(graph: JaccardGraph, min_samples: int = MIN_SAMPLES) -> np.ndarray:
     """scikit-learn's DBSCAN on the graph: (N,) labels 0..C-1 (in order of first appearance) and
-    -1 for outliers."""
+    -1 for outliers. An eps of 0 (the smallest pairs all at distance 0, on tiny sets) is run as
+    1e-12: scikit-learn needs eps > 0, and the graph holds exactly the pairs at distance 0."""
     from sklearn.cluster import DBSCAN
 
     if type(min_samples) is not int or min_samples < 1:
         raise ConfigError(f"min_samples={min_samples!r}: expected an int >= 1")
-    labels = DBSCAN(eps=graph.eps, min_samples=min_samples, metric="precomputed").fit_predict(
-        graph.csr())
+    labels = DBSCAN(eps=max(graph.eps, 1e-12), min_samples=min_samples,
+                    metric="precomputed").fit_predict(graph.csr())
     return relabel(labels)
 
 

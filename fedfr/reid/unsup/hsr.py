@@ -57,6 +57,7 @@ from fedfr.reid.unsup.pbh import SIL_METRICS, pbh_refine
 log = logging.getLogger(__name__)
 
 TRIPLET_KINDS = ("weighted", "batch_hard")
+CLASSIFIER_INITS = ("random", "centroids")
 
 #: Table 4.2's rows (besides "direct", the source model without target training): switches
 #: applied to HSRConfig.
@@ -71,7 +72,12 @@ ABLATIONS: dict[str, dict[str, bool]] = {
 @dataclass
 class HSRConfig:
     """HSR's settings; defaults are the thesis's where it gives them (iterations 30, epochs 10,
-    SGD lr 0.005, batch 8 x 4, ICM K = 10, PBH n_std 3), else SSG's / ours (see the docs)."""
+    SGD lr 0.005, batch 8 x 4, ICM K = 10, PBH n_std 3), else SSG's / ours (see the docs).
+
+    classifier_init: the fresh classifier of each iteration, ``random`` (N(0, 0.001^2), the
+    engine's) or ``centroids`` (each row the L2-normalised mean clustering feature of its
+    cluster, so the first steps' CE gradients follow the clusters instead of random classes).
+    """
 
     transform: ReidTransformConfig = field(default_factory=ReidTransformConfig)
     iterations: int = 30
@@ -102,6 +108,7 @@ class HSRConfig:
     silhouette_metric: str = "euclidean"
     kmeans_n_init: int = 10
     pbh_diagnostic: bool = True
+    classifier_init: str = "random"
     eval_every: int = 1
     batch_size: int = 128
     chunk: int = 256
@@ -110,7 +117,8 @@ class HSRConfig:
     def __post_init__(self) -> None:
         for name, allowed in (("triplet", TRIPLET_KINDS), ("feature", GLOBAL_FEATURES),
                               ("silhouette_metric", SIL_METRICS),
-                              ("jaccard_metric", ("euclidean", "cosine"))):
+                              ("jaccard_metric", ("euclidean", "cosine")),
+                              ("classifier_init", CLASSIFIER_INITS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"hsr {name}: expected one of {allowed}, "
                                   f"got {getattr(self, name)!r}")
@@ -182,6 +190,16 @@ def label_quality(pids: Tensor, labels: np.ndarray) -> dict[str, float]:
     return {"v_measure": float(v_measure_score(gt, labels[keep])),
             "nmi": float(normalized_mutual_info_score(gt, labels[keep])),
             "clustered_share": float(keep.mean())}
+
+
+def cluster_centroids(features: Tensor, labels: np.ndarray, num_classes: int) -> Tensor:
+    """(C, D) L2-normalised mean feature of each cluster 0..C-1 of ``labels`` (N,) (-1 =
+    outlier, ignored) over ``features`` (N, D)."""
+    keep = torch.as_tensor(labels >= 0)
+    y = torch.as_tensor(labels)[keep].long()
+    f = features[keep].float()
+    sums = torch.zeros(num_classes, f.shape[1]).index_add_(0, y, f)
+    return torch.nn.functional.normalize(sums, dim=1)
 
 
 def _unique_outliers(labels: np.ndarray) -> Tensor:
@@ -301,6 +319,9 @@ def _train_iteration(model: ReidNet, base: Any, records: list[ReidImage], labels
     with torch.random.fork_rng(devices=[]):  # seeded per iteration: rows stay comparable
         torch.manual_seed(cfg.seed * 100003 + it)
         clf = IdentityClassifier(model.feature_dim, n_cls)
+    if cfg.classifier_init == "centroids":
+        with torch.no_grad():
+            clf.fc.weight.copy_(cluster_centroids(feats.global_, labels, n_cls))
     stats = train_epochs(model, clf, [records[i] for i in kept], labels[kept].tolist(), tr,
                          epochs=cfg.epochs, device=device, extra_loss=extra,
                          generator=torch.Generator().manual_seed(

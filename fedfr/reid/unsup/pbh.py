@@ -105,8 +105,9 @@ class PBHResult:
         return {"pbh_lambda": self.lam, "pbh_imperfect": len(self.imperfect),
                 "pbh_split": len(split),
                 "pbh_new_labels": sum(row["label"] != row["cluster"] for row in self.table),
-                "msil_mean": float(np.mean(self.msil)) if self.msil is not None and
-                len(self.msil) else float("nan")}
+                **{f"msil_{name}": float(fn(self.msil)) if self.msil is not None and
+                   len(self.msil) else float("nan")
+                   for name, fn in (("mean", np.mean), ("std", np.std), ("min", np.min))}}
 
 
 def split_table(y_u: np.ndarray, y_l: np.ndarray, cluster: int, next_label: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,7 +120,11 @@ def test_flwr_run_with_parallel_actors_equals_the_sequential_run(tiny_config: di
         home = tmp_path / f"home-{mode}"
         cmd = [sys.executable, "-m", "server.simulate", "--num-supernodes", "3", "--parallel",
                mode, "--flwr-home", str(home), "--run-config", format_run_config(conf)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        # the same torch threads per client in both modes (--parallel sets 1 per actor unless
+        # FEDFR_NUM_THREADS is given): intra-op threads change the order of float sums
+        env = {**os.environ, "FEDFR_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert superlink_pids(home) == []
         finals.append(_final(out))

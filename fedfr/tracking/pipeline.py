@@ -185,6 +185,23 @@ class ResultWriter:
         self.aic.close()
 
 
+def check_run(sources: Sequence, cfg: TrackingConfig
+              ) -> tuple[list[str], dict[str, float], int]:
+    """(camera names, frame rate per camera, frames unseen before a track exits) of a run;
+    ConfigError for no cameras, a repeated camera name or ``clip_every`` < 1. The exit default is
+    BYTE's ``max_time_lost`` of the slowest camera."""
+    if not sources:
+        raise ConfigError("tracking: no cameras given")
+    if cfg.clip_every < 1:
+        raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
+    cameras = [s.camera for s in sources]
+    if len(set(cameras)) != len(cameras):
+        raise ConfigError(f"tracking: camera names must be unique, got {cameras}")
+    rates = {s.camera: float(s.frame_rate) for s in sources}
+    default_exit = int(min(rates.values()) / 30.0 * cfg.tracker.track_buffer)
+    return cameras, rates, cfg.exit_after or max(default_exit, 1)
+
+
 def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: str | Path,
                  config: TrackingConfig | None = None, topology: Topology | None = None,
                  ground_truth: Mapping[str, Path] | None = None,
@@ -196,19 +213,11 @@ def run_tracking(sources: Sequence[Source], detector: Detector, embedder, out: s
     scene). ``embedder``: ``embed_clips(uint8 (N, T, H, W, 3)) -> (N, D)``. ``observers`` see
     every written frame and gallery match (:class:`PipelineObserver`)."""
     cfg = config or TrackingConfig()
-    if not sources:
-        raise ConfigError("tracking: no cameras given")
-    if cfg.clip_every < 1:
-        raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
-    cameras = [s.camera for s in sources]
-    if len(set(cameras)) != len(cameras):
-        raise ConfigError(f"tracking: camera names must be unique, got {cameras}")
-    rates = {s.camera: float(s.frame_rate) for s in sources}
+    cameras, rates, exit_after = check_run(sources, cfg)
 
     bank = TrackFeatureBank(embedder, clip_len=cfg.clip_len, crop_size=cfg.crop_size)
     gallery = CrossCameraGallery(cfg.gallery, topology)
-    default_exit = int(min(rates.values()) / 30.0 * cfg.tracker.track_buffer)
-    matcher = MultiCameraMatcher(gallery, exit_after=cfg.exit_after or max(default_exit, 1))
+    matcher = MultiCameraMatcher(gallery, exit_after=exit_after)
     outputs = ResultWriter(out, cameras, cfg.aic_pixel_offset)
     pending: dict[str, list[TrackOutput]] = {}
 

@@ -52,6 +52,7 @@ from fedfr.tracking.pipeline import (
     ResultWriter,
     TrackingConfig,
     TrackingResult,
+    check_run,
     clip_tracks,
     evaluate_run,
 )
@@ -350,16 +351,7 @@ def run_tracking_staged(sources: Sequence[Source], detector: Detector, embedder,
     ``stats()`` gives the readers' counters as of their latest frame."""
     cfg = config or TrackingConfig()
     ex = executor or LocalExecutor()
-    if not sources:
-        raise ConfigError("tracking: no cameras given")
-    if cfg.clip_every < 1:
-        raise ConfigError(f"tracking: clip_every {cfg.clip_every}: expected >= 1")
-    cameras = [s.camera for s in sources]
-    if len(set(cameras)) != len(cameras):
-        raise ConfigError(f"tracking: camera names must be unique, got {cameras}")
-    rates = {s.camera: float(s.frame_rate) for s in sources}
-    default_exit = int(min(rates.values()) / 30.0 * cfg.tracker.track_buffer)
-    exit_after = cfg.exit_after or max(default_exit, 1)
+    cameras, rates, exit_after = check_run(sources, cfg)
 
     def opts(kind: str, *a: str) -> dict | None:
         fn = getattr(ex, f"{kind}_options", None)

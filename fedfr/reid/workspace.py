@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,25 @@ def read_node_manifest(node_dir: str | Path, partition_id: int | None = None,
         raise NodeDataError(f"{path}: holds client {doc.get('partition-id')}'s data, but this "
                             f"node has partition-id={partition_id}")
     return doc
+
+
+def node_workspace(cfg: Config, node_config: Mapping[str, Any], partition_id: int,
+                   open_workspace: Callable[..., Any], task: str, clients_key: str) -> Any:
+    """A client's workspace: in simulation every dataset (``data-root`` from the node config
+    overrides the run's); in a deployment (node config ``data-dir``) only the node's own exported
+    folder, whose ``node.json`` must be ``task``'s and hold this partition's dataset
+    (NodeDataError naming the folder otherwise). ``open_workspace(cfg, data_root=, node_dir=)``:
+    :func:`open_reid_workspace` or its video twin."""
+    node_dir = str(node_config.get("data-dir", "") or "") or None
+    if node_dir is not None:
+        doc = read_node_manifest(node_dir, partition_id, task=task)
+        ws = open_workspace(cfg, node_dir=node_dir)
+        if doc["datasets"][0] != ws.client_name(partition_id):
+            raise NodeDataError(f"{node_dir}: holds {doc['datasets'][0]!r}, but client "
+                                f"{partition_id} of {clients_key} is "
+                                f"{ws.client_name(partition_id)!r}")
+        return ws
+    return open_workspace(cfg, str(node_config.get("data-root", "")) or None)
 
 
 def export_reid_nodes(cfg: Config, out: Path) -> list[Path]:

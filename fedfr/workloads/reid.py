@@ -27,13 +27,12 @@ from fedfr.client_state import ClientStateStore
 from fedfr.config import Config, resolve_path
 from fedfr.errors import ConfigError
 from fedfr.face.training.batches import seeded_generator
-from fedfr.node_data import NodeDataError
 from fedfr.reid import federated as fed
 from fedfr.reid.workspace import (
     ReidWorkspace,
     export_reid_nodes,
+    node_workspace,
     open_reid_workspace,
-    read_node_manifest,
     records_digest,
 )
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
@@ -194,18 +193,8 @@ class ReidWorkload(Workload):
         return export_reid_nodes(cfg, out)
 
     def _workspace(self, cfg: Config, node: NodeInfo) -> ReidWorkspace:
-        """Simulation: every dataset (``data-root`` from node-config overrides the run's);
-        deployment (node-config ``data-dir``): only the node's own exported folder."""
-        node_dir = str(node.node_config.get("data-dir", "") or "") or None
-        if node_dir is not None:
-            doc = read_node_manifest(node_dir, node.partition_id)
-            ws = open_reid_workspace(cfg, node_dir=node_dir)
-            if doc["datasets"][0] != ws.client_name(node.partition_id):
-                raise NodeDataError(f"{node_dir}: holds {doc['datasets'][0]!r}, but client "
-                                    f"{node.partition_id} of reid-clients is "
-                                    f"{ws.client_name(node.partition_id)!r}")
-            return ws
-        return open_reid_workspace(cfg, str(node.node_config.get("data-root", "")) or None)
+        return node_workspace(cfg, node.node_config, node.partition_id, open_reid_workspace,
+                              "reid", "reid-clients")
 
     def train(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
               experiment_id: str) -> TrainOutcome:

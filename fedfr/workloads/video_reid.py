@@ -28,16 +28,15 @@ from fedfr.checkpoint import digest_of, load_pretrained, save_pretrained
 from fedfr.client_state import ClientStateStore
 from fedfr.config import Config, resolve_path
 from fedfr.errors import ConfigError
-from fedfr.node_data import NodeDataError
 from fedfr.reid.video import federated as fed
 from fedfr.reid.video.workspace import (
     VideoWorkspace,
     check_names,
     export_video_nodes,
     open_video_workspace,
-    read_node_manifest,
     tracklets_digest,
 )
+from fedfr.reid.workspace import node_workspace
 from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from strategies.records import pack_arrays, unpack_arrays
 
@@ -197,18 +196,8 @@ class VideoReidWorkload(Workload):
 
     # --- client side -----------------------------------------------------------------------------
     def _workspace(self, cfg: Config, node: NodeInfo) -> VideoWorkspace:
-        """Simulation: every set (``data-root`` from node-config overrides the run's);
-        deployment (node-config ``data-dir``): only the node's own exported folder."""
-        node_dir = str(node.node_config.get("data-dir", "") or "") or None
-        if node_dir is not None:
-            doc = read_node_manifest(node_dir, node.partition_id)
-            ws = open_video_workspace(cfg, node_dir=node_dir)
-            if doc["datasets"][0] != ws.client_name(node.partition_id):
-                raise NodeDataError(f"{node_dir}: holds {doc['datasets'][0]!r}, but client "
-                                    f"{node.partition_id} of video-clients is "
-                                    f"{ws.client_name(node.partition_id)!r}")
-            return ws
-        return open_video_workspace(cfg, str(node.node_config.get("data-root", "")) or None)
+        return node_workspace(cfg, node.node_config, node.partition_id, open_video_workspace,
+                              "video-reid", "video-clients")
 
     def train(self, cfg: Config, node: NodeInfo, arrays: ArrayRecord, server_round: int,
               experiment_id: str) -> TrainOutcome:

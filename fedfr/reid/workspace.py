@@ -199,6 +199,21 @@ def all_records(split: ReidSplit) -> tuple[list[ReidImage], list[int]]:
     return recs, [mapping[k] for k in keys]
 
 
+def roles(cfg: Config, prefix: str) -> tuple[list[str], list[str], str]:
+    """(client, unseen, public) dataset names from ``<prefix>-clients`` / ``-unseen`` /
+    ``-public`` (prefix ``reid`` or ``video``). One client per dataset; with fewer clients than
+    datasets (e.g. Flower's default of 2 SuperNodes) the first ``num-clients`` take part."""
+    d = cfg.to_dict()
+    clients = names(d[f"{prefix}-clients"], f"{prefix}-clients")
+    if 0 < cfg.num_clients < len(clients):
+        clients = clients[:cfg.num_clients]
+    public = str(d[f"{prefix}-public"]).strip()
+    if not public or "," in public:
+        raise ConfigError(f"config '{prefix}-public': expected one dataset name, got "
+                          f"{d[f'{prefix}-public']!r}")
+    return clients, names(d[f"{prefix}-unseen"], f"{prefix}-unseen"), public
+
+
 # --- the federation's data, per process ---------------------------------------------------------
 class ReidWorkspace:
     """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
@@ -206,16 +221,7 @@ class ReidWorkspace:
     def __init__(self, cfg: Config, data_root: str | None = None,
                  node_dir: str | None = None) -> None:
         self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
-        # one client per dataset; with fewer clients than datasets (e.g. Flower's default of 2
-        # SuperNodes) the first num-clients datasets of reid-clients take part
-        self.client_names = names(cfg.reid_clients, "reid-clients")
-        if 0 < cfg.num_clients < len(self.client_names):
-            self.client_names = self.client_names[:cfg.num_clients]
-        self.unseen_names = names(cfg.reid_unseen, "reid-unseen")
-        self.public_name = cfg.reid_public.strip()
-        if not self.public_name or "," in self.public_name:
-            raise ConfigError(f"config 'reid-public': expected one re-ID dataset name, got "
-                              f"{cfg.reid_public!r}")
+        self.client_names, self.unseen_names, self.public_name = roles(cfg, "reid")
         self._splits: dict[str, ReidSplit] = {}
         self._lock = threading.Lock()
 

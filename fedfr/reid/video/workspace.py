@@ -33,7 +33,7 @@ from fedfr.errors import ConfigError
 from fedfr.face.data.export import NODE_MANIFEST
 from fedfr.node_data import NodeDataError
 from fedfr.reid.data.records import Tracklet, VideoSplit
-from fedfr.reid.workspace import ClientDataset, names
+from fedfr.reid.workspace import ClientDataset, names, roles
 from fedfr.reid.workspace import read_node_manifest as read_reid_node_manifest
 
 #: synthetic tracklet set -> (TrackletSpec preset it starts from, the synthetic.py domain whose
@@ -211,14 +211,7 @@ class VideoWorkspace:
     def __init__(self, cfg: Config, data_root: str | None = None,
                  node_dir: str | None = None) -> None:
         self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
-        self.client_names = names(cfg.video_clients, "video-clients")
-        if 0 < cfg.num_clients < len(self.client_names):
-            self.client_names = self.client_names[:cfg.num_clients]
-        self.unseen_names = names(cfg.video_unseen, "video-unseen")
-        self.public_name = cfg.video_public.strip()
-        if not self.public_name or "," in self.public_name:
-            raise ConfigError(f"config 'video-public': expected one tracklet set name, got "
-                              f"{cfg.video_public!r}")
+        self.client_names, self.unseen_names, self.public_name = roles(cfg, "video")
         self._splits: dict[str, VideoSplit] = {}
         self._lock = threading.Lock()
 

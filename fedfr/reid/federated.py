@@ -281,14 +281,7 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
     classifier = IdentityClassifier(model.feature_dim, weight.shape[0])
     with torch.no_grad():
         classifier.fc.weight.copy_(weight)
-    head = None
-    if cfg.dfc:
-        head = DFCHead(model.feature_dim, k_l)
-        if state.dfc is not None:
-            head.load_personal_state(state.dfc)
-        else:
-            head.init_omega(state.w)
-        head.train()
+    head = personal_head(cfg, model.feature_dim, k_l, state)
     prev_model = None
     if cfg.contrastive and state.prev_backbone is not None:
         prev_model = _frozen_from(cfg, state.prev_backbone)
@@ -308,6 +301,21 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
                          dataset=prefilled_dataset(recs, x_u8, tcfg))
     return round_result(cfg, model, classifier, head, state, k_l, use_public, server_round,
                         len(records), len(hn_idx), stats, sums)
+
+
+def personal_head(cfg: Config, feature_dim: int, k_l: int, state: PersonalState
+                  ) -> DFCHead | None:
+    """DFC's personal branch for a local round, in train mode: restored from the node's state,
+    else Omega initialised from the private class rows ``state.w`` (k_l x D); None without
+    ``dfc``."""
+    if not cfg.dfc:
+        return None
+    head = DFCHead(feature_dim, k_l)
+    if state.dfc is not None:
+        head.load_personal_state(state.dfc)
+    else:
+        head.init_omega(state.w)
+    return head.train()
 
 
 def fedfr_terms(cfg: Config, x: Tensor, f_bn: Tensor, yb: Tensor, k_l: int,

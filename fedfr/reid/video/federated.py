@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedfr.config import Config
-from fedfr.dfc import DFCHead
 from fedfr.face.training.local import PersonalState
 from fedfr.hard_negatives import select_hard_negatives
 from fedfr.reid.data.records import Tracklet
@@ -42,6 +41,7 @@ from fedfr.reid.federated import (
     cap_hard_negatives,
     fedfr_terms,
     imprint,
+    personal_head,
     retrieval_metrics,
     round_result,
     shared_state,
@@ -267,14 +267,7 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
     classifier = build_video_classifier(model, weight.shape[0])
     with torch.no_grad():
         classifier.fc.weight.copy_(weight)
-    head = None
-    if cfg.dfc:
-        head = DFCHead(model.feature_dim, k_l)
-        if state.dfc is not None:
-            head.load_personal_state(state.dfc)
-        else:
-            head.init_omega(state.w)
-        head.train()
+    head = personal_head(cfg, model.feature_dim, k_l, state)
     prev_model = None
     if cfg.contrastive and state.prev_backbone is not None:
         prev_model = make_model(cfg)

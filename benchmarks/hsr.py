@@ -164,18 +164,29 @@ def cached_source(cache: Path | None, task: str, p: dict[str, Any], seed: int, s
     return model, stats
 
 
+def source_train_config(p: dict[str, Any], tc: ReidTransformConfig) -> ReidTrainConfig:
+    """The source pre-training recipe of preset ``p`` (the re-ID engine's BoT recipe, Adam at
+    ``source_lr``, warm-up a fifth of the epochs up to 10, steps at 40 / 70 for long runs)."""
+    return ReidTrainConfig(transform=tc, p=p["p"], k=p["k"], lr=p["source_lr"],
+                           warmup_epochs=min(10, max(1, p["source_epochs"] // 5)),
+                           milestones=() if p["source_epochs"] < 40 else (40, 70))
+
+
+def transform_config(p: dict[str, Any]) -> ReidTransformConfig:
+    """Preset ``p``'s image size, with BoT's 10-pixel padding scaled down for small images."""
+    return ReidTransformConfig(height=p["height"], width=p["width"],
+                               pad=10 if p["height"] >= 128 else max(2, p["height"] // 16))
+
+
 def run_table(p: dict[str, Any], args: argparse.Namespace, out: Path, preset: str
               ) -> dict[str, Any]:
-    tc = ReidTransformConfig(height=p["height"], width=p["width"],
-                             pad=10 if p["height"] >= 128 else max(2, p["height"] // 16))
+    tc = transform_config(p)
     results: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     for task, src, tgt in _splits(p, args):
         for seed in args.seeds:
             t0 = time.perf_counter()
-            scfg = ReidTrainConfig(transform=tc, p=p["p"], k=p["k"], lr=p["source_lr"],
-                                   warmup_epochs=min(10, max(1, p["source_epochs"] // 5)),
-                                   milestones=() if p["source_epochs"] < 40 else (40, 70))
+            scfg = source_train_config(p, tc)
             model, sstats = cached_source(args.source_cache, task, p, seed, src, scfg)
             state = {k: v.clone() for k, v in model.state_dict().items()}
             direct = evaluate_target(model, tgt, tc)

@@ -61,6 +61,9 @@ log = logging.getLogger("fedfr.benchmarks.sgc_dpl")
 
 #: Table 3.2's rows: name -> (label, SGCDPLConfig overrides)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pretrained": ("pre-trained backbone, no fine-tuning", {"init": "labelled",
+                                                           "clustering": "none",
+                                                           "init_epochs": 0}),
     "labelled": ("{X^l,Y^l}", {"init": "labelled", "clustering": "none"}),
     "labelled-long": ("{X^l,Y^l}, as many epochs as Ours", {"init": "labelled",
                                                             "clustering": "none"}),
@@ -69,8 +72,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
                                     "labels": "hard"}),
     "ap-soft": ("Init + AP, soft", {"clustering": "ap", "progressive": False}),
     "ap-pl-soft": ("Init + AP + P.L., soft", {"clustering": "ap"}),
+    "ours-uncentred": ("Ours, camera features not centred", {"centre_cameras": False}),
     "ours": ("Ours: Init + SG-AP + P.L., soft", {}),
 }
+#: rows that only make sense when the preset pre-trains a backbone
+PRETRAIN_ROWS = ("pretrained",)
 #: Table 3.4's rows: one iteration, hard labels, no P.L., model initialised on {X^l, Y^l}
 ROWS34: dict[str, tuple[str, dict[str, Any]]] = {
     "ap": ("AP default", {"clustering": "ap"}),
@@ -78,19 +84,26 @@ ROWS34: dict[str, tuple[str, dict[str, Any]]] = {
     "dbscan-ssg": ("DBSCAN SSG", {"clustering": "dbscan-ssg"}),
 }
 PRESETS: dict[str, dict[str, Any]] = {
-    # the synthetic default: small_reid at 64 x 32 on one CPU thread
+    # the synthetic default: small_reid at 64 x 32 on one CPU thread, from a backbone
+    # pre-trained on a labelled synthetic source domain (HSR's source model: the stand-in for
+    # the thesis's ImageNet start), camera-centred clustering features (ours)
     "small": {"dataset": "synth-market", "num_ids": 150, "model": "small_reid", "height": 64,
               "width": 32, "p": 8, "k": 4, "optimizer": "adam", "lr": 3.5e-4,
               "warmup_epochs": 3, "milestones": [1000], "init_epochs": 30, "iter_epochs": 8,
-              "iterations": 3, "ap_k": 100, "tau_step": 0.1, "tau_units": "tau_l",
-              "normalize": True, "temperature": 0.1, "tau_pairs": "exemplar"},
+              "iterations": 8, "ap_k": 100, "tau_step": 0.1, "tau_units": "tau_l",
+              "normalize": True, "temperature": 0.1, "tau_pairs": "exemplar",
+              "centre_cameras": True,
+              "pretrain": {"source": "synth-duke", "source_ids": 300, "images_per_id": 12,
+                           "source_epochs": 20, "source_lr": 1e-3}},
     # a test-sized run
     "quick": {"dataset": "synth-market", "num_ids": 24, "images_per_id": 8,
               "model": "small_reid", "height": 64, "width": 32, "p": 4, "k": 2,
               "optimizer": "adam", "lr": 3.5e-4, "warmup_epochs": 0, "milestones": [1000],
               "init_epochs": 1, "iter_epochs": 1, "iterations": 2, "ap_k": 20,
               "tau_step": 0.1, "tau_units": "tau_l", "aug_batch": 8, "normalize": True,
-              "temperature": 0.1},
+              "temperature": 0.1, "centre_cameras": True,
+              "pretrain": {"source": "synth-duke", "source_ids": 16, "images_per_id": 8,
+                           "source_epochs": 1, "source_lr": 1e-3}},
     # the thesis (Sec. 3.4.3): GPU scale
     "paper": {"dataset": "market1501", "model": "resnet50", "height": 256, "width": 128,
               "p": 16, "k": 4, "init_epochs": 200, "iter_epochs": 200, "iterations": 8,
@@ -205,16 +218,39 @@ def plot_fig35(path: Path, its: list[dict[str, Any]], setting: str, row: str = "
 
 #: preset keys that do not change iteration 0 (an init cache entry serves any of their values)
 ITERATION_KEYS = ("iter_epochs", "iterations", "ap_k", "tau_step", "tau_units", "tau_pairs",
-                  "temperature")
+                  "temperature", "centre_cameras")
+
+
+def pretrained_backbone(p: dict[str, Any], seed: int, root: Path, cache: Path | None
+                        ) -> Any:
+    """The net every row starts from: None (a fresh seeded net) without ``p["pretrain"]``, else
+    the net trained with labels on that source domain (a synthetic domain with other people and
+    cameras; the stand-in for the thesis's ImageNet-pretrained ResNet-50, whose weights cannot
+    be downloaded here). It is HSR's source model (``benchmarks.hsr``: same recipe, same cache
+    key, so ``cache`` entries are shared with ``--source-cache``)."""
+    spec = p.get("pretrain")
+    if not spec:
+        return None
+    from benchmarks.hsr import cached_source, source_train_config, transform_config
+
+    hp = {"model": p["model"], "height": p["height"], "width": p["width"], "p": p["p"],
+          "k": p["k"], **spec}
+    src = get_dataset(hp["source"], root, num_ids=hp["source_ids"],
+                      images_per_id=hp["images_per_id"], height=hp["height"], width=hp["width"])
+    model, _ = cached_source(cache, f"{hp['source']}->{p['dataset']}", hp, seed, src,
+                             source_train_config(hp, transform_config(hp)))
+    return model
 
 
 def cached_init(cache: Path | None, p: dict[str, Any], setting: str, seed: int,
-                xl: list, xu: list, split: Any, cfg: SGCDPLConfig, device: str) -> InitState:
-    """``initialise`` once per (preset without its iteration keys, setting, seed, init kind,
-    init epochs): loaded from / saved to ``cache`` (a folder; None = no cache) so that reruns
-    with other iteration settings skip the initialisation."""
+                xl: list, xu: list, split: Any, cfg: SGCDPLConfig, device: str,
+                backbone: Any = None) -> InitState:
+    """``initialise`` (from ``backbone``) once per (preset without its iteration keys, setting,
+    seed, init kind, init epochs): loaded from / saved to ``cache`` (a folder; None = no cache)
+    so that reruns with other iteration settings skip the initialisation."""
     if cache is None:
-        return initialise(xl, xu, split.query, split.gallery, cfg, device=device)
+        return initialise(xl, xu, split.query, split.gallery, cfg, device=device,
+                          backbone=backbone)
     import hashlib
 
     import torch
@@ -230,7 +266,8 @@ def cached_init(cache: Path | None, p: dict[str, Any], setting: str, seed: int,
         log.info("init %s seed %d (%s, %d epochs) from %s", setting, seed, cfg.init,
                  cfg.init_epochs, path)
         return InitState(saved["model"], saved["classifier"], saved["row"])
-    state = initialise(xl, xu, split.query, split.gallery, cfg, device=device)
+    state = initialise(xl, xu, split.query, split.gallery, cfg, device=device,
+                       backbone=backbone)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"key": key, "model": state.model, "classifier": state.classifier,
@@ -253,7 +290,7 @@ def run_tables(args: argparse.Namespace) -> int:
     split = _load(p, Path(root))
     settings = args.settings.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = args.rows.split(",")
+    rows = [r for r in args.rows.split(",") if p.get("pretrain") or r not in PRETRAIN_ROWS]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ConfigError(f"--rows: unknown {unknown}; known: {list(ROWS)}")
@@ -263,8 +300,9 @@ def run_tables(args: argparse.Namespace) -> int:
     final34: list[dict[str, Any]] = []
     (out / "config.json").write_text(json.dumps({"preset": preset, "params": p,
                                                  "command": command}, indent=1, default=str))
-    for setting in settings:
-        for seed in seeds:
+    for seed in seeds:
+        backbone = pretrained_backbone(p, seed, Path(root), args.init_cache)
+        for setting in settings:
             semi = make_semi_split(split, setting, seed)
             save_manifest(semi, out / "manifests" / manifest_name(semi))
             xl, xu = semi.parts(split.train)
@@ -281,7 +319,7 @@ def run_tables(args: argparse.Namespace) -> int:
                 ikey = (cfg.init, cfg.init_epochs)
                 if ikey not in inits:
                     inits[ikey] = cached_init(args.init_cache, p, setting, seed, xl, xu, split,
-                                              cfg, args.device)
+                                              cfg, args.device, backbone)
                 _, hist = run_sgc_dpl(xl, xu, split.query, split.gallery, cfg,
                                       device=args.device, init=inits[ikey])
                 meta = {"row": key, "setting": setting, "seed": seed}
@@ -302,7 +340,7 @@ def run_tables(args: argparse.Namespace) -> int:
                     ikey = ("labelled", cfg.init_epochs)
                     if ikey not in inits:
                         inits[ikey] = cached_init(args.init_cache, p, setting, seed, xl, xu,
-                                                  split, cfg, args.device)
+                                                  split, cfg, args.device, backbone)
                     _, hist = run_sgc_dpl(xl, xu, split.query, split.gallery, cfg,
                                           device=args.device, init=inits[ikey])
                     h = hist[-1]

@@ -129,7 +129,9 @@ DEFAULTS: dict[str, Any] = {
     # --- re-ID with few or no labels (task = semi-reid / unsup-reid; docs/unsupervised-reid.md) ---
     "semi-ratio": "1/3",  # labelled share of each site's training identities (1/3 1/6 1/12 50id)
     "semi-init-rounds": 1,  # first rounds run SGC-DPL's iteration 0 (labelled + augmented triplet)
+    "semi-init": "augmented",  # iteration 0: augmented (thesis) | labelled (X^l only, no X^u)
     "semi-clustering": "sg-ap",  # sg-ap (thesis) | ap | dbscan | dbscan-ssg
+    "semi-centre-cameras": True,  # cluster camera-centred features (ours; false = the thesis)
     "unsup-method": "hsr",  # Table 4.2 row: baseline | baseline+pbh | baseline+icm | hsr
     "unsup-rho": 0.016,  # DBSCAN eps share of pairs (SSG: 1.6e-3 at Market size)
     "unsup-labelled-sites": 0,  # the first N sites keep their labels (anchor sites)
@@ -146,6 +148,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reid-ap": ("noninterp", "trapezoid"),
     "video-test-clips": ("rrs", "all", "all_continuous"),
     "semi-clustering": ("sg-ap", "ap", "dbscan", "dbscan-ssg"),
+    "semi-init": ("augmented", "labelled"),
     "unsup-method": ("baseline", "baseline+pbh", "baseline+icm", "hsr"),
 }
 
@@ -321,7 +324,9 @@ class Config:
     video_test_clips: str
     semi_ratio: str
     semi_init_rounds: int
+    semi_init: str
     semi_clustering: str
+    semi_centre_cameras: bool
     unsup_method: str
     unsup_rho: float
     unsup_labelled_sites: int

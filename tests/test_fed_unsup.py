@@ -127,6 +127,14 @@ def test_few_label_tasks_refuse_what_does_not_apply(fu_root: Path, tmp_path: Pat
         resolve(fu_config(fu_root, tmp_path, "semi-reid", **{"unsup-method": "baseline"}))
     with pytest.raises(ConfigError, match="'semi-clustering': expected one of"):
         resolve({"task": "semi-reid", "semi-clustering": "kmeans"})
+    with pytest.raises(ConfigError, match="'semi-init': expected one of"):
+        resolve({"task": "semi-reid", "semi-init": "imagenet"})
+    from fedfr.reid.semi.federated import semi_config
+
+    scfg = semi_config(resolve({"task": "semi-reid", "semi-init": "labelled",
+                                "semi-centre-cameras": False}))
+    assert scfg.init == "labelled" and not scfg.centre_cameras and scfg.tau_pairs == "exemplar"
+    assert semi_config(resolve({"task": "semi-reid"})).centre_cameras
     with pytest.raises(ConfigError, match="'unsup-rho': a share of pairs"):
         resolve({"task": "unsup-reid", "unsup-rho": 1.5})
     # a real site's data is on its node, which refuses before training (the server, which does
@@ -177,7 +185,8 @@ def test_benchmark_quick_writes_every_row(tmp_path: Path) -> None:
 
     assert main(["--quick", "--seeds", "0", "--out", str(tmp_path)]) == 0
     runs = pd.read_csv(tmp_path / "fed_unsup_runs.csv")
-    assert list(runs["row"]) == list(ROWS) * 2
+    semi_rows = list(ROWS)  # unsup-reid has no labelled-only row (it has no labels)
+    assert list(runs["row"]) == semi_rows + [r for r in ROWS if "labelled only" not in r]
     assert ((runs[["mAP", "rank1"]] >= 0) & (runs[["mAP", "rank1"]] <= 1)).all().all()
     md = (tmp_path / "fed_unsup.md").read_text()
     assert "| semi-reid | centralised |" in md and "| unsup-reid | site alone |" in md

@@ -18,8 +18,11 @@ from fedfr.reid.semi.pseudo_labels import expanded_targets
 from fedfr.reid.semi.sgc_dpl import (
     SGCDPLConfig,
     augmented_triplet_loss,
+    centre_per_camera,
     cluster_quality,
+    initialise,
     run_sgc_dpl,
+    sgc_dpl_iteration,
     train_semi_epochs,
 )
 from fedfr.reid.training import ReidTrainConfig
@@ -103,6 +106,53 @@ def test_outer_loop_logs_fig35_quantities(tmp_path):
     assert rows[2]["tau"] > rows[1]["tau"]  # d_t grows
 
 
+def test_centre_per_camera_removes_each_cameras_mean():
+    gen = torch.Generator().manual_seed(0)
+    cams = [0, 0, 0, 1, 1, 2]
+    shift = torch.tensor([[0.0, 0, 0], [4.0, 0, 0], [0.0, -3, 1]])
+    x = torch.randn(6, 3, generator=gen) + shift[torch.tensor(cams)]
+    raw = centre_per_camera(x, cams, normalize=False)
+    for c in (0, 1, 2):
+        m = torch.tensor(cams) == c
+        assert torch.allclose(raw[m].mean(0), torch.zeros(3), atol=1e-6)
+        assert torch.allclose(raw[m], x[m] - x[m].mean(0))
+    unit = centre_per_camera(x, cams, normalize=True)
+    assert torch.allclose(unit.norm(dim=1)[:5], torch.ones(5), atol=1e-6)  # 6: alone, zero
+    # what is left does not depend on anything the cameras share
+    assert torch.allclose(raw, centre_per_camera(x + 7.0, cams, normalize=False), atol=1e-5)
+
+
+def test_initialise_from_a_backbone_copies_it(tmp_path):
+    lab = write_identity_images(tmp_path / "l", num_ids=4, per_id=4)
+    q = write_identity_images(tmp_path / "q", num_ids=3, per_id=2, seed=3)
+    torch.manual_seed(5)
+    backbone = build_reid_model("small_reid")
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    start = initialise(lab, [], q[::2], q[1::2], _cfg(init="labelled", init_epochs=0),
+                       backbone=backbone)
+    assert all(torch.equal(v, before[k]) for k, v in start.model.state_dict().items())
+    trained = initialise(lab, [], q[::2], q[1::2], _cfg(init="labelled"), backbone=backbone)
+    assert start.model is not backbone and trained.model is not backbone
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    assert any(not torch.equal(v, before[k]) for k, v in trained.model.state_dict().items())
+
+
+def test_one_iteration_expands_the_classifier_and_counts_what_it_trained_on(tmp_path):
+    lab = write_identity_images(tmp_path / "l", num_ids=4, per_id=4)
+    unl = write_identity_images(tmp_path / "u", num_ids=4, per_id=4, seed=2)
+    unl = [type(r)(r.path, r.pid + 100, r.camid) for r in unl]
+    q = write_identity_images(tmp_path / "q", num_ids=3, per_id=2, seed=3)
+    for centre in (False, True):
+        cfg = _cfg(init="labelled", sgap=SGAPConfig(k=8), normalize=True,
+                   centre_cameras=centre)
+        start = initialise(lab, unl, q[::2], q[1::2], cfg)
+        res = sgc_dpl_iteration(start.model, start.classifier, lab, unl, cfg, 1,
+                                generator=torch.Generator().manual_seed(0))
+        assert res.classifier.num_classes == 4 + res.row["clusters"]
+        assert res.num_examples == len(lab) + res.row["reliable"]
+        assert res.row["iteration"] == 1 and np.isfinite(res.row["loss"])
+
+
 def test_ap_scale_benchmark_quick(tmp_path):
     from benchmarks.sgc_dpl import main
 
@@ -124,6 +174,7 @@ def test_tables_benchmark_quick(tmp_path):
     assert main(["tables", "--quick", "--rows", "labelled,ours", "--table34",
                  "--out", str(tmp_path), "--init-cache", str(cache)]) == 0
     assert len(list(cache.glob("init-*.pt"))) == 2  # labelled and augmented
+    assert len(list(cache.glob("source-*.pt"))) == 1  # the pre-trained backbone
     again = tmp_path / "again"
     assert main(["tables", "--quick", "--rows", "labelled", "--out", str(again),
                  "--init-cache", str(cache)]) == 0
@@ -131,6 +182,10 @@ def test_tables_benchmark_quick(tmp_path):
     assert (again / "table32.csv").read_text().splitlines()[1].split(",")[:5] == first
     md = (tmp_path / "table32.md").read_text()
     assert "Ours: Init + SG-AP + P.L., soft" in md and "{X^l,Y^l}" in md
+    # the pre-trained row is the backbone itself: every trained row starts from it
+    assert main(["tables", "--quick", "--rows", "pretrained", "--out", str(tmp_path / "p"),
+                 "--init-cache", str(cache)]) == 0
+    assert "pre-trained backbone, no fine-tuning" in (tmp_path / "p" / "table32.md").read_text()
     its = (tmp_path / "iterations.csv").read_text().splitlines()
     assert len(its) == 1 + 1 + 3  # labelled: iteration 0; ours: 0, 1, 2
     assert (tmp_path / "fig35_1of3.png").stat().st_size > 0

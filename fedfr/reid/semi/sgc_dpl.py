@@ -74,7 +74,10 @@ class SGCDPLConfig:
     labelled distances give tau_l, ``pairwise`` as in the thesis or ``exemplar``); temperature /
     pl_distance: Eq. 3.5; aug_batch / aug_weight: the augmented triplet's unlabelled images per
     step and its weight; keep_labelled_weights: copy the labelled classes' rows when the
-    classifier grows; max_p: cap on P for sets with fewer identities than P.
+    classifier grows; centre_cameras (ours, not the thesis's): subtract each camera's mean
+    feature over X^l u X^u (and re-normalise when ``normalize``) before clustering, tau_l, the
+    reliable sets and the soft labels, so that camera appearance does not decide the clusters;
+    the test features are never centred.
     """
 
     train: ReidTrainConfig = field(default_factory=thesis_train_config)
@@ -100,6 +103,7 @@ class SGCDPLConfig:
     aug_batch: int = 32
     aug_weight: float = 1.0
     keep_labelled_weights: bool = True
+    centre_cameras: bool = False
     sgap: SGAPConfig = field(default_factory=SGAPConfig)
     eval_batch: int = 256
     seed: int = 0
@@ -224,12 +228,30 @@ def train_semi_epochs(model: ReidNet, classifier: IdentityClassifier,
     return {**row, "seconds": time.perf_counter() - t0}
 
 
-def _features_of(model: ReidNet, records: Sequence[ReidImage], cfg: SGCDPLConfig,
-                 device: str | torch.device) -> Tensor:
+def centre_per_camera(f: Tensor, camids: Sequence[int], normalize: bool) -> Tensor:
+    """(N, d) features ``f`` minus the mean feature of each image's camera (``camids`` (N,)),
+    L2-normalised again when ``normalize``."""
+    cams = torch.as_tensor(np.asarray(camids))
+    out = f.clone()
+    for c in torch.unique(cams):
+        m = cams == c
+        out[m] = f[m] - f[m].mean(0)
+    return torch.nn.functional.normalize(out, dim=1) if normalize else out
+
+
+def cluster_features(model: ReidNet, labelled: Sequence[ReidImage],
+                     unlabelled: Sequence[ReidImage], cfg: SGCDPLConfig,
+                     device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """The features (N^l, d), (N^u, d) an iteration clusters and thresholds: ``cfg.feature``
+    under the eval transform, L2-normalised when ``cfg.normalize``, camera-centred over
+    X^l u X^u when ``cfg.centre_cameras``."""
     tf = build_transform(cfg.train.transform)
-    f, _, _ = extract_features(model, records, tf, cfg.eval_batch, device=device,
+    recs = list(labelled) + list(unlabelled)
+    f, _, _ = extract_features(model, recs, tf, cfg.eval_batch, device=device,
                                normalize=cfg.normalize, feature=cfg.feature)
-    return f
+    if cfg.centre_cameras:
+        f = centre_per_camera(f, [r.camid for r in recs], cfg.normalize)
+    return f[:len(labelled)], f[len(labelled):]
 
 
 def evaluate(model: ReidNet, query: Sequence[ReidImage], gallery: Sequence[ReidImage],
@@ -287,7 +309,8 @@ def cluster_quality(labels: np.ndarray, pids: np.ndarray, mask: np.ndarray) -> d
     return out
 
 
-def _labelled_classes(records: Sequence[ReidImage]) -> tuple[np.ndarray, int]:
+def labelled_classes(records: Sequence[ReidImage]) -> tuple[np.ndarray, int]:
+    """Class index (N^l,) of each labelled record (its pid's rank among the sorted pids), C^l."""
     mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
     return np.array([mapping[r.pid] for r in records], dtype=np.int64), len(mapping)
 
@@ -303,17 +326,21 @@ class InitState:
 
 def initialise(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
                query: Sequence[ReidImage], gallery: Sequence[ReidImage], cfg: SGCDPLConfig,
-               *, device: str | torch.device = "cpu") -> InitState:
-    """Iteration 0 (Sec. 3.3.1): a fresh ``cfg.model`` (seeded) trained ``cfg.init_epochs`` on
-    {X^l, Y^l}, with the augmented triplet on X^u when ``cfg.init == 'augmented'``; with
-    ``init='labelled'`` this is the labelled-only baseline (row 1 of Table 3.2)."""
+               *, device: str | torch.device = "cpu",
+               backbone: ReidNet | None = None) -> InitState:
+    """Iteration 0 (Sec. 3.3.1): ``cfg.model`` trained ``cfg.init_epochs`` on {X^l, Y^l}, with
+    the augmented triplet on X^u when ``cfg.init == 'augmented'``; with ``init='labelled'``
+    this is the labelled-only baseline (row 1 of Table 3.2). The net starts as a copy of
+    ``backbone`` (a pre-trained net: the thesis fine-tunes an ImageNet-pretrained ResNet-50)
+    or, when None, fresh from ``cfg.seed``."""
     if not labelled:
         raise ConfigError("SGC-DPL: the labelled set is empty")
     gen = torch.Generator().manual_seed(cfg.seed)
-    yl, cl = _labelled_classes(labelled)
+    yl, cl = labelled_classes(labelled)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_reid_model(cfg.model, **cfg.model_kwargs)
+        model = (build_reid_model(cfg.model, **cfg.model_kwargs) if backbone is None
+                 else copy.deepcopy(backbone))
         classifier = IdentityClassifier(model.feature_dim, cl)
     targets = expanded_targets(yl, cl, torch.zeros(0, 0), cfg.train.label_smoothing)
     aug = list(unlabelled) if cfg.init == "augmented" and cfg.aug_batch > 0 else []
@@ -325,65 +352,91 @@ def initialise(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
     return InitState(model, classifier, row)
 
 
+@dataclass
+class IterationResult:
+    """One SGC-DPL iteration: the expanded classifier (C^l + C' classes), the number of images
+    trained on (N^l + |X^r|) and the log row (no test metrics)."""
+
+    classifier: IdentityClassifier
+    num_examples: int
+    row: dict[str, Any]
+
+
+def sgc_dpl_iteration(model: ReidNet, classifier: IdentityClassifier,
+                      labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
+                      cfg: SGCDPLConfig, t: int, *, generator: torch.Generator,
+                      device: str | torch.device = "cpu") -> IterationResult:
+    """Iteration t >= 1 of Fig. 3.1, training ``model`` in place: features of X^l and X^u,
+    clustering of X^u, tau = tau_l + d_t, the reliable subset (Eq. 3.4), soft (Eq. 3.5) or hard
+    pseudo-labels on ``classifier`` (its first C^l rows are the labelled classes) expanded to
+    C^l + C' classes, then ``cfg.iter_epochs`` epochs on {X^l, Y^l, X^r, Y^p}. The row holds
+    clusters, gt_ids, reliable, share, purity, nmi_reliable, nmi_all, tau_l, tau, the
+    clustering's info (p_star, search_steps, search_stop, ...), the last epoch's losses,
+    train_seconds and cluster_seconds."""
+    t0 = time.perf_counter()
+    yl, cl = labelled_classes(labelled)
+    pids_u = np.array([r.pid for r in unlabelled])
+    fl, fu = cluster_features(model, labelled, unlabelled, cfg, device)
+    labels, exemplars, info = cluster_unlabelled(fl, yl, fu, cfg)
+    tau_l = labelled_tau(fl, yl, cfg.tau_rule, cfg.tau_bins, seed=cfg.seed, pairs=cfg.tau_pairs)
+    tau = threshold(tau_l, t, cfg.tau_step, cfg.tau_units)
+    sel = select_reliable(fu, labels, exemplars, tau if cfg.progressive else float("inf"))
+    mask = sel.mask
+    idx = np.flatnonzero(mask)
+    cp = len(exemplars)
+    if idx.size == 0:  # nothing clustered / reliable (e.g. DBSCAN all noise): X^l only
+        log.warning("SGC-DPL iteration %d: no reliable unlabelled image (%d clusters); "
+                    "training on X^l only", t, cp)
+        pseudo = torch.zeros(0, cp)
+    elif cfg.labels == "soft":
+        pseudo = soft_pseudo_labels(fu[idx], fu[exemplars], cfg.temperature, cfg.pl_distance)
+    else:
+        pseudo = torch.nn.functional.one_hot(torch.as_tensor(labels[idx]), cp).float()
+    quality = cluster_quality(labels, pids_u, mask)
+    cluster_s = time.perf_counter() - t0
+    classifier = expand_classifier(classifier, cl, cp, cfg.keep_labelled_weights)
+    recs = list(labelled) + [unlabelled[i] for i in idx]
+    targets = expanded_targets(yl, cl, pseudo, cfg.train.label_smoothing)
+    groups = np.concatenate([yl, cl + labels[idx]])
+    stats = train_semi_epochs(model, classifier, recs, targets, groups, cfg,
+                              epochs=cfg.iter_epochs, generator=generator, device=device)
+    row = {"iteration": t, "clusters": cp, "gt_ids": int(np.unique(pids_u).size),
+           "reliable": int(mask.sum()), "share": float(mask.mean()), **quality,
+           "tau_l": tau_l, "tau": tau, **{k: v for k, v in info.items() if k != "search"},
+           **{k: stats[k] for k in ("loss", "ce", "triplet") if k in stats},
+           "train_seconds": stats["seconds"], "cluster_seconds": cluster_s}
+    return IterationResult(classifier, len(recs), row)
+
+
 def run_sgc_dpl(labelled: Sequence[ReidImage], unlabelled: Sequence[ReidImage],
                 query: Sequence[ReidImage], gallery: Sequence[ReidImage], cfg: SGCDPLConfig,
                 *, device: str | torch.device = "cpu",
                 on_iteration: Callable[[dict[str, Any]], None] | None = None,
-                init: InitState | None = None) -> tuple[ReidNet, list[dict[str, Any]]]:
+                init: InitState | None = None, backbone: ReidNet | None = None
+                ) -> tuple[ReidNet, list[dict[str, Any]]]:
     """The whole method (or an ablation row). Returns the final net and one row per iteration
-    (0 = the initialised model): clusters, gt_ids, reliable, share, purity, nmi_reliable,
-    nmi_all, tau_l, tau, p_star, search_steps, search_stop, R1, mAP, train_seconds,
-    cluster_seconds. init: start from a copy of an ``initialise`` result (rows that share the
-    same initialisation reuse it) instead of training one."""
+    (0 = the initialised model; then ``sgc_dpl_iteration``'s row with R1 and mAP). init: start
+    from a copy of an ``initialise`` result (rows that share the same initialisation reuse it)
+    instead of training one; backbone: the pre-trained net ``initialise`` starts from."""
     if not labelled:
         raise ConfigError("SGC-DPL: the labelled set is empty")
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    yl, cl = _labelled_classes(labelled)
-    init = init if init is not None else initialise(labelled, unlabelled, query, gallery, cfg,
-                                                    device=device)
+    if init is None:
+        init = initialise(labelled, unlabelled, query, gallery, cfg, device=device,
+                          backbone=backbone)
     model, classifier = copy.deepcopy(init.model), copy.deepcopy(init.classifier)
     rows = [dict(init.row)]
     if on_iteration:
         on_iteration(rows[-1])
     iterations = 0 if cfg.clustering == "none" else cfg.iterations
-    pids_u = np.array([r.pid for r in unlabelled])
     for t in range(1, iterations + 1):
-        t0 = time.perf_counter()
-        fl = _features_of(model, labelled, cfg, device)
-        fu = _features_of(model, unlabelled, cfg, device)
-        labels, exemplars, info = cluster_unlabelled(fl, yl, fu, cfg)
-        tau_l = labelled_tau(fl, yl, cfg.tau_rule, cfg.tau_bins, seed=cfg.seed,
-                             pairs=cfg.tau_pairs)
-        tau = threshold(tau_l, t, cfg.tau_step, cfg.tau_units)
-        sel = select_reliable(fu, labels, exemplars, tau if cfg.progressive else float("inf"))
-        mask = sel.mask
-        idx = np.flatnonzero(mask)
-        cp = len(exemplars)
-        if idx.size == 0:  # nothing clustered / reliable (e.g. DBSCAN all noise): X^l only
-            log.warning("SGC-DPL iteration %d: no reliable unlabelled image (%d clusters); "
-                        "training on X^l only", t, cp)
-            pseudo = torch.zeros(0, cp)
-        elif cfg.labels == "soft":
-            pseudo = soft_pseudo_labels(fu[idx], fu[exemplars], cfg.temperature,
-                                        cfg.pl_distance)
-        else:
-            pseudo = torch.nn.functional.one_hot(torch.as_tensor(labels[idx]), cp).float()
-        quality = cluster_quality(labels, pids_u, mask)
-        cluster_s = time.perf_counter() - t0
-        classifier = expand_classifier(classifier, cl, cp, cfg.keep_labelled_weights)
-        recs = list(labelled) + [unlabelled[i] for i in idx]
-        targets = expanded_targets(yl, cl, pseudo, cfg.train.label_smoothing)
-        groups = np.concatenate([yl, cl + labels[idx]])
-        stats = train_semi_epochs(model, classifier, recs, targets, groups, cfg,
-                                  epochs=cfg.iter_epochs, generator=gen, device=device)
-        row = {"iteration": t, "clusters": cp, "gt_ids": int(np.unique(pids_u).size),
-               "reliable": int(mask.sum()), "share": float(mask.mean()), **quality,
-               "tau_l": tau_l, "tau": tau, **{k: v for k, v in info.items() if k != "search"},
-               **evaluate(model, query, gallery, cfg, device),
-               "train_seconds": stats["seconds"], "cluster_seconds": cluster_s}
+        step = sgc_dpl_iteration(model, classifier, labelled, unlabelled, cfg, t,
+                                 generator=gen, device=device)
+        classifier = step.classifier
+        row = {**step.row, **evaluate(model, query, gallery, cfg, device)}
         rows.append(row)
         log.info("SGC-DPL iteration %d: %d clusters (%d ids), reliable %.2f, purity %.3f, "
-                 "NMI %.3f, R1 %.3f, mAP %.3f", t, cp, row["gt_ids"], row["share"],
+                 "NMI %.3f, R1 %.3f, mAP %.3f", t, row["clusters"], row["gt_ids"], row["share"],
                  row["purity"], row["nmi_reliable"], row["R1"], row["mAP"])
         if on_iteration:
             on_iteration(row)

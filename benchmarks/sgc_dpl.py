@@ -75,6 +75,19 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours-uncentred": ("Ours, camera features not centred", {"centre_cameras": False}),
     "ours": ("Ours: Init + SG-AP + P.L., soft", {}),
 }
+#: diagnostics (``--rows``, never by default): X^u's true identities in place of the clusters,
+#: from the labelled-only initial model, with and without the progressive selection, and
+#: identity x camera (what camera-bound clusters would be at purity 1)
+DIAGNOSTICS: dict[str, tuple[str, dict[str, Any]]] = {
+    "oracle": ("{X^l,Y^l} init + X^u's true identities (all)",
+               {"init": "labelled", "clustering": "oracle", "progressive": False}),
+    "oracle-pl": ("{X^l,Y^l} init + X^u's true identities, P.L. selection",
+                  {"init": "labelled", "clustering": "oracle"}),
+    "oracle-camera": ("{X^l,Y^l} init + X^u's identity x camera (all)",
+                      {"init": "labelled", "clustering": "oracle-camera",
+                       "progressive": False}),
+    "labelled-init-ours": ("{X^l,Y^l} init + SG-AP + P.L., soft", {"init": "labelled"}),
+}
 #: rows that only make sense when the preset pre-trains a backbone
 PRETRAIN_ROWS = ("pretrained",)
 #: Table 3.4's rows: one iteration, hard labels, no P.L., model initialised on {X^l, Y^l}
@@ -281,6 +294,12 @@ def run_tables(args: argparse.Namespace) -> int:
     p = {**PRESETS[preset], **json.loads(args.set or "{}")}
     if args.paper and args.dataset:
         p["dataset"] = args.dataset
+    if args.backbone_weights is not None:
+        if p.get("pretrain"):
+            raise ConfigError(f"--backbone-weights: the {preset} preset pre-trains its own "
+                              "backbone ('pretrain'); pass --set '{\"pretrain\": null}' too")
+        p["model_kwargs"] = {**p.get("model_kwargs", {}),
+                             "pretrained_path": str(args.backbone_weights)}
     for key in ("init_epochs", "iter_epochs", "iterations"):
         if getattr(args, key) is not None:
             p[key] = getattr(args, key)
@@ -291,9 +310,9 @@ def run_tables(args: argparse.Namespace) -> int:
     settings = args.settings.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [r for r in args.rows.split(",") if p.get("pretrain") or r not in PRETRAIN_ROWS]
-    unknown = [r for r in rows if r not in ROWS]
+    unknown = [r for r in rows if r not in ROWS and r not in DIAGNOSTICS]
     if unknown:
-        raise ConfigError(f"--rows: unknown {unknown}; known: {list(ROWS)}")
+        raise ConfigError(f"--rows: unknown {unknown}; known: {list(ROWS) + list(DIAGNOSTICS)}")
     command = "python -m benchmarks.sgc_dpl " + " ".join(args.argv)
     its: list[dict[str, Any]] = []
     final: list[dict[str, Any]] = []
@@ -311,7 +330,7 @@ def run_tables(args: argparse.Namespace) -> int:
                      len(semi.unlabelled_pids), len(xu))
             inits: dict[str, Any] = {}
             for key in rows:
-                over = dict(ROWS[key][1])
+                over = dict({**ROWS, **DIAGNOSTICS}[key][1])
                 if key == "labelled-long":  # the baseline with Ours' total epochs
                     over["init_epochs"] = p["init_epochs"] + p["iterations"] * p["iter_epochs"]
                 cfg = build_config(p, over, seed)
@@ -348,7 +367,7 @@ def run_tables(args: argparse.Namespace) -> int:
                                     "clusters": h["clusters"], "gt_ids": h["gt_ids"],
                                     "noise": h.get("noise", 0), "R1": h["R1"], "mAP": h["mAP"]})
                     _write_csv(out / "table34.csv", final34)
-    names = {k: v[0] for k, v in ROWS.items()}
+    names = {k: v[0] for k, v in {**ROWS, **DIAGNOSTICS}.items()}
     (out / "table32.md").write_text(table_markdown(
         final, settings, names, "Table 3.2 layout (R1 / mAP %)", command))
     t31 = [s for s in settings if s in ("50id", "1/3")]
@@ -489,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--iter-epochs", type=int, default=None)
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--set", default="", help="JSON overrides of the preset's keys")
+    t.add_argument("--backbone-weights", type=Path, default=None,
+                   help="a local trunk state_dict every row starts from (with --paper: "
+                        "torchvision's ImageNet ResNet-50 file, the thesis's start)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--init-cache", type=Path, default=None,
                    help="folder caching each row's iteration-0 model across runs")

@@ -151,6 +151,19 @@ def test_one_iteration_expands_the_classifier_and_counts_what_it_trained_on(tmp_
         assert res.classifier.num_classes == 4 + res.row["clusters"]
         assert res.num_examples == len(lab) + res.row["reliable"]
         assert res.row["iteration"] == 1 and np.isfinite(res.row["loss"])
+    # the oracle diagnostics: true identities (x camera) as the clusters, purity 1
+    for oracle, count in (("oracle", 4), ("oracle-camera", len({(r.pid, r.camid) for r in unl}))):
+        cfg = _cfg(init="labelled", clustering=oracle, progressive=False)
+        start = initialise(lab, unl, q[::2], q[1::2], cfg)
+        res = sgc_dpl_iteration(start.model, start.classifier, lab, unl, cfg, 1,
+                                generator=torch.Generator().manual_seed(0))
+        assert res.row["clusters"] == count and res.row["purity"] == 1.0
+        assert res.row["share"] == 1.0
+    from fedfr.reid.semi.sgc_dpl import cluster_unlabelled
+
+    with pytest.raises(ConfigError, match="needs X\\^u's records"):
+        cluster_unlabelled(torch.zeros(2, 3), np.zeros(2), torch.zeros(3, 3),
+                           _cfg(clustering="oracle"))
 
 
 def test_ap_scale_benchmark_quick(tmp_path):

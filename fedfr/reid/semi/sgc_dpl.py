@@ -38,7 +38,14 @@ from fedfr.reid.data.sampler import PKSampler
 from fedfr.reid.data.transforms import build_transform, train_batch
 from fedfr.reid.evaluation.rank import features_to_rank
 from fedfr.reid.models import IdentityClassifier, ReidNet, build_reid_model
-from fedfr.reid.semi.clustering import SGAPConfig, dbscan_default, dbscan_ssg, plain_ap, sg_ap
+from fedfr.reid.semi.clustering import (
+    SGAPConfig,
+    dbscan_default,
+    dbscan_ssg,
+    medoid_exemplars,
+    plain_ap,
+    sg_ap,
+)
 from fedfr.reid.semi.pseudo_labels import (
     LABEL_KINDS,
     expand_classifier,
@@ -52,7 +59,9 @@ from fedfr.reid.training import ReidTrainConfig, build_optimizer, extract_featur
 log = logging.getLogger(__name__)
 
 INITS = ("augmented", "labelled")
-CLUSTERINGS = ("sg-ap", "ap", "dbscan", "dbscan-ssg", "none")
+CLUSTERINGS = ("sg-ap", "ap", "dbscan", "dbscan-ssg", "none", "oracle", "oracle-camera")
+#: diagnostics only: X^u's true identities (per camera) in place of a clustering
+ORACLES = ("oracle", "oracle-camera")
 
 
 def thesis_train_config() -> ReidTrainConfig:
@@ -67,7 +76,9 @@ class SGCDPLConfig:
 
     init: ``augmented`` (Sec. 3.3.1) or ``labelled`` ({X^l, Y^l} only); clustering: ``sg-ap``,
     ``ap`` (standard AP on X^u, p = median, ``ap_preference`` uniform or adaptive), ``dbscan``,
-    ``dbscan-ssg`` or ``none`` (rows 1-2 of Table 3.2: no iterations); progressive: Eq. 3.4's
+    ``dbscan-ssg`` or ``none`` (rows 1-2 of Table 3.2: no iterations); ``oracle`` /
+    ``oracle-camera`` (diagnostics, never a method: X^u's true identities, or identity x
+    camera, as the clusters, exemplar = the member nearest the mean); progressive: Eq. 3.4's
     selection (off: every clustered point); labels: ``soft`` / ``hard``; feature: the net's
     output used for clustering, distances and the test ("after" = BNNeck, "before" = f);
     normalize: L2-normalise those features; tau_*: see ``reliability`` (tau_pairs: which
@@ -266,10 +277,19 @@ def evaluate(model: ReidNet, query: Sequence[ReidImage], gallery: Sequence[ReidI
     return {"R1": res.rank(1), "mAP": res.mAP}
 
 
-def cluster_unlabelled(fl: Tensor, yl: np.ndarray, fu: Tensor, cfg: SGCDPLConfig
+def cluster_unlabelled(fl: Tensor, yl: np.ndarray, fu: Tensor, cfg: SGCDPLConfig,
+                       truth: Sequence[ReidImage] = ()
                        ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(labels (N^u,) with -1 = noise, exemplars (C',), info) of ``cfg.clustering``."""
+    """(labels (N^u,) with -1 = noise, exemplars (C',), info) of ``cfg.clustering``; ``truth``:
+    X^u's records, read only by the oracle diagnostics."""
     info: dict[str, Any] = {}
+    if cfg.clustering in ORACLES:
+        if len(truth) != fu.shape[0]:
+            raise ConfigError(f"SGC-DPL clustering {cfg.clustering!r} needs X^u's records")
+        keys = [(r.pid, r.camid if cfg.clustering == "oracle-camera" else 0) for r in truth]
+        _, labels = np.unique(np.array(keys), axis=0, return_inverse=True)
+        labels = labels.reshape(-1).astype(np.int64)
+        return labels, medoid_exemplars(fu, labels), {}
     if cfg.clustering == "sg-ap":
         res = sg_ap(fl, int(np.unique(yl).size), fu, cfg.sgap)
         info.update(p_star=res.p_star, search_steps=len(res.trace), search_stop=res.stop,
@@ -377,7 +397,7 @@ def sgc_dpl_iteration(model: ReidNet, classifier: IdentityClassifier,
     yl, cl = labelled_classes(labelled)
     pids_u = np.array([r.pid for r in unlabelled])
     fl, fu = cluster_features(model, labelled, unlabelled, cfg, device)
-    labels, exemplars, info = cluster_unlabelled(fl, yl, fu, cfg)
+    labels, exemplars, info = cluster_unlabelled(fl, yl, fu, cfg, truth=unlabelled)
     tau_l = labelled_tau(fl, yl, cfg.tau_rule, cfg.tau_bins, seed=cfg.seed, pairs=cfg.tau_pairs)
     tau = threshold(tau_l, t, cfg.tau_step, cfg.tau_units)
     sel = select_reliable(fu, labels, exemplars, tau if cfg.progressive else float("inf"))

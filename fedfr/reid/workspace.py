@@ -238,6 +238,7 @@ class FederationWorkspace:
     prefix: ClassVar[str] = "reid"  # of the run-config keys
     task: ClassVar[str] = "reid"  # what the node folders' node.json says
     noun: ClassVar[str] = "dataset"  # what one set is called in messages
+    title: ClassVar[str] = "re-ID"  # the task in messages
     records_digest: ClassVar[Callable[[Any], str]] = staticmethod(records_digest)
 
     def __init__(self, cfg: Config, data_root: str | None = None,
@@ -247,14 +248,22 @@ class FederationWorkspace:
         self._splits: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _cached(self, cache_key: str, name: str, read: Callable[[], Any]) -> Any:
-        """Set ``name`` as ``read()`` returns it, read once per ``cache_key``."""
+    def _read(self, name: str, key: str, node_dir: str | Path | None, split_id: int = 0) -> Any:
+        """Set ``name`` (named by the run-config ``key``) from ``node_dir`` or the data root."""
+        raise NotImplementedError
+
+    def _exportable(self, name: str) -> bool:
+        """Whether the node export can write set ``name`` (a synthetic one)."""
+        raise NotImplementedError
+
+    def _cached(self, name: str, key: str, split_id: int, cache_key: str) -> Any:
+        """Set ``name`` (``_read``), read once per ``cache_key``."""
         with self._lock:
             if cache_key not in self._splits:
                 if self.node_dir is not None and name not in self.node_datasets():
                     raise NodeDataError(f"{self.node_dir}: this node holds "
                                         f"{self.node_datasets()}, not {name!r}")
-                split = read()
+                split = self._read(name, key, self.node_dir, split_id)
                 if self.node_dir is not None:
                     self._check_node_copy(split)
                 self._splits[cache_key] = split
@@ -283,14 +292,44 @@ class FederationWorkspace:
                               f"({getattr(self.cfg, f'{self.prefix}_clients')})")
         return self.client_names[partition_id]
 
+    def export_nodes(self, out: Path) -> list[Path]:
+        """One folder per client under ``out``: its own set (and the public one with FedFR),
+        rendered there, and ``node.json``; returns them in partition order."""
+        dirs = []
+        for i, name in enumerate(self.client_names):
+            folder = Path(out) / f"client-{i:04d}"
+            wanted = [(name, f"{self.prefix}-clients")]
+            if self.cfg.uses_public_data:
+                wanted.append((self.public_name, f"{self.prefix}-public"))
+            for ds, _ in wanted:
+                if not self._exportable(ds):
+                    raise ConfigError(f"{self.title} node export of the real dataset {ds!r} is "
+                                      "not implemented: put a copy under each node's "
+                                      "data-dir/data/")
+            digests = {ds: self.records_digest(self._read(ds, key, folder)) for ds, key in wanted}
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps({"task": self.task, "partition-id": i,
+                                          "datasets": [d for d, _ in wanted],
+                                          "records-digests": digests,
+                                          "split-digest": self.split.digest()}, indent=1),
+                              folder / NODE_MANIFEST)
+            dirs.append(folder)
+        return dirs
+
 
 class ReidWorkspace(FederationWorkspace):
     """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
 
+    def _read(self, name: str, key: str, node_dir: str | Path | None, split_id: int = 0
+              ) -> ReidSplit:
+        return read_dataset(self.cfg, name, self.data_root, node_dir, split_id)
+
+    def _exportable(self, name: str) -> bool:
+        return name.startswith(SYNTHETIC_PREFIX)
+
     def dataset(self, name: str, split_id: int = 0) -> ReidSplit:
         key = name if split_id == 0 else f"{name}#{split_id}"
-        return self._cached(key, name, lambda: read_dataset(self.cfg, name, self.data_root,
-                                                            self.node_dir, split_id))
+        return self._cached(name, "", split_id, key)
 
     def client(self, partition_id: int) -> ReidSplit:
         return self.dataset(self.client_name(partition_id))
@@ -366,26 +405,10 @@ def node_workspace(cfg: Config, node_config: Mapping[str, Any], partition_id: in
 def export_reid_nodes(cfg: Config, out: Path) -> list[Path]:
     """One folder per client under ``out``: its own dataset (and the public one with FedFR),
     rendered there (synthetic domains), and ``node.json``; returns them in partition order."""
-    ws = ReidWorkspace(cfg)
-    dirs = []
-    for i, name in enumerate(ws.client_names):
-        folder = Path(out) / f"client-{i:04d}"
-        wanted = [name] + ([ws.public_name] if cfg.uses_public_data else [])
-        for ds in wanted:
-            if not ds.startswith(SYNTHETIC_PREFIX):
-                raise ConfigError(f"re-ID node export of the real dataset {ds!r} is not "
-                                  "implemented: put a copy under each node's data-dir/data/")
-        digests = {ds: records_digest(read_dataset(cfg, ds, node_dir=folder)) for ds in wanted}
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps({"task": "reid", "partition-id": i, "datasets": wanted,
-                                      "records-digests": digests,
-                                      "split-digest": ws.split.digest()}, indent=1),
-                          folder / NODE_MANIFEST)
-        dirs.append(folder)
-    return dirs
+    return ReidWorkspace(cfg).export_nodes(out)
 
 
-_WORKSPACES: dict[tuple, ReidWorkspace] = {}
+_WORKSPACES: dict[tuple, FederationWorkspace] = {}
 _WS_LOCK = threading.Lock()
 
 #: run-config keys that determine the data of a re-ID federation
@@ -393,15 +416,20 @@ DATA_KEYS = ("seed", "data-root", "cache-dir", "reid-clients", "reid-unseen", "r
              "reid-synthetic-ids", "reid-height", "reid-width")
 
 
+def cached_workspace(cls: type[FederationWorkspace], data_keys: tuple[str, ...], cfg: Config,
+                     data_root: str | None, node_dir: str | None) -> Any:
+    """``cls(cfg, data_root, node_dir)``, one per process for the values of ``data_keys``."""
+    d = cfg.to_dict()
+    key = (cls, *(d[k] for k in data_keys), data_root, node_dir)
+    with _WS_LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = _WORKSPACES[key] = cls(cfg, data_root, node_dir)
+    return ws
+
+
 def open_reid_workspace(cfg: Config, data_root: str | None = None,
                         node_dir: str | None = None) -> ReidWorkspace:
     """The federation's datasets, cached per process by the data settings; ``node_dir``: a
     node's exported folder (only its own datasets are readable)."""
-    d = cfg.to_dict()
-    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
-    with _WS_LOCK:
-        ws = _WORKSPACES.get(key)
-        if ws is None:
-            ws = _WORKSPACES[key] = ReidWorkspace(cfg, data_root, node_dir)
-    return ws
-
+    return cached_workspace(ReidWorkspace, DATA_KEYS, cfg, data_root, node_dir)

@@ -20,20 +20,17 @@ Theta_g^0 and Phi_g^0 and supplies FedFR's hard negatives. Names:
 from __future__ import annotations
 
 import inspect
-import json
-import threading
 from pathlib import Path
 from typing import Any
 
-from fedfr.checkpoint import atomic_write_text
 from fedfr.config import Config
 from fedfr.errors import ConfigError
-from fedfr.face.data.export import NODE_MANIFEST
 from fedfr.reid.data.records import Tracklet, VideoSplit
 from fedfr.reid.workspace import (
     ClientDataset,
     FederationWorkspace,
     ReidFederatedSplit,
+    cached_workspace,
     labelled_public,
     names,
     parts_digest,
@@ -173,14 +170,19 @@ class VideoFederatedSplit(ReidFederatedSplit):
 class VideoWorkspace(FederationWorkspace):
     """The tracklet sets of one video federation (each read at most once per process)."""
 
-    prefix, task, noun = "video", "video-reid", "tracklet set"
+    prefix, task, noun, title = "video", "video-reid", "tracklet set", "video re-ID"
     records_digest = staticmethod(tracklets_digest)
+
+    def _read(self, name: str, key: str, node_dir: str | Path | None, split_id: int = 0
+              ) -> VideoSplit:
+        return read_tracklet_set(self.cfg, name, key, self.data_root, node_dir, split_id)
+
+    def _exportable(self, name: str) -> bool:
+        return name in SYNTHETIC_SETS
 
     def dataset(self, name: str, key: str, split_id: int = 0) -> VideoSplit:
         """Set ``name`` (``key``: the run-config key that names it) and its split ``split_id``."""
-        return self._cached(f"{key}:{name}#{split_id}", name,
-                            lambda: read_tracklet_set(self.cfg, name, key, self.data_root,
-                                                      self.node_dir, split_id))
+        return self._cached(name, key, split_id, f"{key}:{name}#{split_id}")
 
     def client(self, partition_id: int) -> VideoSplit:
         return self.dataset(self.client_name(partition_id), "video-clients")
@@ -212,31 +214,8 @@ def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) ->
 def export_video_nodes(cfg: Config, out: Path) -> list[Path]:
     """One folder per client under ``out``: its own tracklet set (and the public one with
     FedFR), rendered there, and ``node.json``; returns them in partition order."""
-    ws = VideoWorkspace(cfg)
-    dirs = []
-    for i, name in enumerate(ws.client_names):
-        folder = Path(out) / f"client-{i:04d}"
-        wanted = [(name, "video-clients")]
-        if cfg.uses_public_data:
-            wanted.append((ws.public_name, "video-public"))
-        for ds, _ in wanted:
-            if ds not in SYNTHETIC_SETS:
-                raise ConfigError(f"video re-ID node export of the real dataset {ds!r} is not "
-                                  "implemented: put a copy under each node's data-dir/data/")
-        digests = {ds: tracklets_digest(read_tracklet_set(cfg, ds, key, node_dir=folder))
-                   for ds, key in wanted}
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps({"task": "video-reid", "partition-id": i,
-                                      "datasets": [d for d, _ in wanted],
-                                      "records-digests": digests,
-                                      "split-digest": ws.split.digest()}, indent=1),
-                          folder / NODE_MANIFEST)
-        dirs.append(folder)
-    return dirs
+    return VideoWorkspace(cfg).export_nodes(out)
 
-
-_WORKSPACES: dict[tuple, VideoWorkspace] = {}
-_WS_LOCK = threading.Lock()
 
 #: run-config keys that determine the data of a video federation
 DATA_KEYS = ("seed", "data-root", "cache-dir", "video-clients", "video-unseen", "video-public",
@@ -246,10 +225,4 @@ DATA_KEYS = ("seed", "data-root", "cache-dir", "video-clients", "video-unseen", 
 def open_video_workspace(cfg: Config, data_root: str | None = None,
                          node_dir: str | None = None) -> VideoWorkspace:
     """The federation's tracklet sets, cached per process by the data settings."""
-    d = cfg.to_dict()
-    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
-    with _WS_LOCK:
-        ws = _WORKSPACES.get(key)
-        if ws is None:
-            ws = _WORKSPACES[key] = VideoWorkspace(cfg, data_root, node_dir)
-    return ws
+    return cached_workspace(VideoWorkspace, DATA_KEYS, cfg, data_root, node_dir)

@@ -16,6 +16,10 @@ carried to re-ID features:
 * model-contrastive regularisation (eq. 7.5) between f_bn of Theta_l, Theta_g and Theta_l^{t-1};
 * the DFC branch (eq. 7.6): Pi_l and the one-vs-all margin BCE on f_bn; [Theta_l, Pi_l] is the
   personalised model (test feature Pi_l(f_bn)).
+
+The parts that do not depend on what a record is serve video re-ID too
+(``fedfr.reid.video.federated``): ``start_local_round`` / ``LocalRound`` (everything up to the
+engine's training, and the reply after it), ``load_with_bn_policy`` and ``bn_reestimation``.
 """
 
 from __future__ import annotations

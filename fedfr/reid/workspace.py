@@ -7,7 +7,11 @@ negatives and the shared class matrix Phi_g. Datasets are named as in the reader
 (``fedfr.reid.data.registry``): real ones are read under ``data-root``; the synthetic domains
 (``synth-*``) are rendered once into ``<cache-dir>/reid-synthetic`` at the run's image size.
 
-Images are decoded and resized once per process into uint8 (3, H, W) tensors (``image_cache``).
+Images are decoded and resized once per process into uint8 (3, H, W) tensors (``image_tensor``).
+
+``FederationWorkspace`` and ``ReidFederatedSplit`` (roles, the per-process set cache, node folders
+and their export, ``split.json``) serve the video federation too (``fedfr.reid.video.workspace``
+subclasses them for tracklet sets).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ all-sampled / all-continuous clips, ``video-test-clips``), L2-normalised; the cl
 classifier W_l (K_l, d) and the public class matrix Phi_g (K_g, d) are bias-free linear
 classifiers on the clip's BNNeck feature f_bn.
 
-The local step mirrors image re-ID's (``fedfr.reid.federated``): the received backbone Theta_g,
+The local step is image re-ID's (``fedfr.reid.federated.start_local_round`` up to training,
+then this engine): the received backbone Theta_g,
 the client's classifier W_l (imprinted with its class means at its first round, never sent),
 the engine's loss on T-frame clips, and with ``strategy = "fedfr"``:
 

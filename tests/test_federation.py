@@ -20,6 +20,7 @@ from fedfr.config import resolve
 from fedfr.errors import RunFailedError
 from server.federation import run_federation
 from server.inprocess import InProcessGrid, format_run_config, run_inprocess
+from tests.federation_fixtures import Recording
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,18 +122,6 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_config: dict,
                 assert other == pytest.approx(value, abs=1e-4), (section, key)
 
 
-class RecordingClient:
-    """Wraps the ClientApp and keeps every message in and out (to audit what crosses)."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, object, object]] = []
-
-    def __call__(self, msg, context):
-        reply = client_app(msg, context)
-        self.log.append((msg.metadata.message_type, msg.content, reply.content))
-        return reply
-
-
 #: arrays a train reply may carry beyond what it received: none, except FedFace's class proxies
 #: (the baseline's stated privacy cost, strategies/fedface.py)
 EXTRA_REPLY_ARRAYS = {"fedfr": set(), "fedavg": set(), "fedface": {"proxies"}}
@@ -140,7 +129,7 @@ EXTRA_REPLY_ARRAYS = {"fedfr": set(), "fedavg": set(), "fedface": {"proxies"}}
 
 @pytest.mark.parametrize("strategy", ["fedfr", "fedface"])
 def test_every_message_carries_only_what_it_may(tiny_config: dict, strategy: str) -> None:
-    rec = RecordingClient()
+    rec = Recording()
     cfg = resolve({**tiny_config, "strategy": strategy})
     run_federation(InProcessGrid(rec, 2, cfg.to_dict()), cfg)
     k_l, d, n_l = cfg.ids_per_client, cfg.embedding_size, cfg.ids_per_client * cfg.train_per_id

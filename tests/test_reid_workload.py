@@ -27,6 +27,12 @@ from fedfr.reid.report import table_7_5
 from fedfr.workloads import get_workload
 from server.federation import run_federation
 from server.inprocess import InProcessGrid
+from tests.federation_fixtures import (  # Recording: test_fed_unsup imports it from here
+    Recording,  # noqa: F401
+    run_clients_on,
+    run_recorded,
+    split_without_client_records,
+)
 
 H, W = 16, 8
 DATASETS = {"tiny-a": 1, "tiny-b": 2, "tiny-unseen": 3, "tiny-public": 4}
@@ -81,25 +87,9 @@ def reid_config(root: Path, tmp_path: Path, **over) -> dict:
     return conf
 
 
-class Recording:
-    def __init__(self) -> None:
-        self.log: list[tuple[str, object, object]] = []
-
-    def __call__(self, msg, context):
-        reply = client_app(msg, context)
-        self.log.append((msg.metadata.message_type, msg.content, reply.content))
-        return reply
-
-
-def _run(conf: dict) -> tuple[dict, Recording]:
-    rec = Recording()
-    cfg = resolve(conf)
-    return run_federation(InProcessGrid(rec, cfg.num_clients, cfg.to_dict()), cfg), rec
-
-
 def test_reid_federation_end_to_end_with_the_message_audit(tiny_reid_root: Path,
                                                            tmp_path: Path) -> None:
-    report, rec = _run(reid_config(tiny_reid_root, tmp_path))
+    report, rec = run_recorded(reid_config(tiny_reid_root, tmp_path))
     out = tmp_path / "out"
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert all(r["aggregated"] and r["num-replies"] == 2 for r in report["rounds"])
@@ -145,7 +135,7 @@ def test_reid_bn_local_keeps_the_statistics_on_the_node(tiny_reid_root: Path,
                                                         tmp_path: Path) -> None:
     conf = reid_config(tiny_reid_root, tmp_path, **{"reid-bn": "local", "strategy": "fedavg",
                                                     "num-server-rounds": 1})
-    report, rec = _run(conf)
+    report, rec = run_recorded(conf)
     assert report["rounds"][0]["aggregated"]
     for kind, sent, reply in rec.log:
         keys = set(sent["arrays"].keys())
@@ -411,16 +401,8 @@ def test_the_server_never_opens_a_client_dataset(tiny_reid_root: Path, tmp_path:
     for name in ("tiny-unseen", "tiny-public"):
         shutil.copytree(tiny_reid_root / name, server_root / name)
     cfg = resolve(reid_config(server_root, tmp_path, **{"num-server-rounds": 1}))
-    ncs = [{"partition-id": i, "num-partitions": 2, "data-root": str(tiny_reid_root)}
-           for i in range(2)]
-    report = run_federation(InProcessGrid(client_app, 2, cfg.to_dict(), node_configs=ncs), cfg)
-    assert report["rounds"][0]["aggregated"] and not report["failures"]["final-evaluation"]
-    doc = json.loads(Path(report["split"]["manifest"]).read_text())
+    doc = split_without_client_records(run_clients_on(cfg, tiny_reid_root))
     assert [c["name"] for c in doc["clients"]] == ["tiny-a", "tiny-b"]
-    assert all(c["held-by"] == "client" and "records-digest" not in c and "summary" not in c
-               for c in doc["clients"])
-    assert doc["public"]["records-digest"] and doc["unseen"][0]["records-digest"]
-    assert doc["digest"] == report["split"]["digest"]
 
 
 def test_a_node_copy_changed_after_export_is_refused(tmp_path: Path) -> None:

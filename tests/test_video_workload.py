@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from clients.app import app as client_app
 from fedfr.config import resolve
 from fedfr.errors import ConfigError
 from fedfr.reid.data.video.fixtures import write_dukev, write_ilidsvid, write_mars, write_prid2011
 from fedfr.workloads import get_workload
-from server.federation import run_federation
-from server.inprocess import InProcessGrid, format_run_config
+from server.inprocess import format_run_config
+from tests.federation_fixtures import run_clients_on, run_recorded, split_without_client_records
 
 ROOT = Path(__file__).resolve().parents[1]
 BN_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -61,25 +60,9 @@ def video_config(root: Path, tmp_path: Path, **over) -> dict:
     return conf
 
 
-class Recording:
-    def __init__(self) -> None:
-        self.log: list[tuple[str, object, object]] = []
-
-    def __call__(self, msg, context):
-        reply = client_app(msg, context)
-        self.log.append((msg.metadata.message_type, msg.content, reply.content))
-        return reply
-
-
-def _run(conf: dict) -> tuple[dict, Recording]:
-    rec = Recording()
-    cfg = resolve(conf)
-    return run_federation(InProcessGrid(rec, cfg.num_clients, cfg.to_dict()), cfg), rec
-
-
 def test_video_federation_with_the_message_audit(video_root: Path, tmp_path: Path) -> None:
     conf = video_config(video_root, tmp_path, contrastive=True, dfc=True, **{"eval-every": 2})
-    report, rec = _run(conf)
+    report, rec = run_recorded(conf)
     out = tmp_path / "out"
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     assert all(r["aggregated"] and r["num-replies"] == 2 for r in report["rounds"])
@@ -128,8 +111,8 @@ def test_video_federation_resumes_from_its_checkpoint(video_root: Path, tmp_path
     conf = video_config(video_root, tmp_path, **{
         "strategy": "fedavg", "num-server-rounds": 1, "final-eval-models": "global",
         "video-unseen": "mars"})
-    first, _ = _run(conf)
-    more, rec = _run({**conf, "num-server-rounds": 2})  # one more round, same experiment
+    first, _ = run_recorded(conf)
+    more, rec = run_recorded({**conf, "num-server-rounds": 2})  # one more round, same experiment
     assert more["experiment-id"] == first["experiment-id"]
     assert [r["round"] for r in more["rounds"]] == [1, 2]
     assert [k for k, _, _ in rec.log].count("train") == 2  # only round 2 was trained again
@@ -140,7 +123,7 @@ def test_video_bn_local_keeps_the_statistics_on_the_node(video_root: Path,
     conf = video_config(video_root, tmp_path, **{"reid-bn": "local", "strategy": "fedavg",
                                                  "num-server-rounds": 1,
                                                  "final-eval-models": "global,local"})
-    report, rec = _run(conf)
+    report, rec = run_recorded(conf)
     assert report["rounds"][0]["aggregated"]
     for kind, sent, reply in rec.log:
         keys = set(sent["arrays"].keys())
@@ -229,10 +212,5 @@ def test_the_server_never_opens_a_client_tracklet_set(video_root: Path, tmp_path
     for d in kept:
         shutil.copytree(d, server_root / d.name)
     cfg = resolve(video_config(server_root, tmp_path, **{"num-server-rounds": 1}))
-    ncs = [{"partition-id": i, "num-partitions": 2, "data-root": str(video_root)}
-           for i in range(2)]
-    report = run_federation(InProcessGrid(client_app, 2, cfg.to_dict(), node_configs=ncs), cfg)
-    assert report["rounds"][0]["aggregated"] and not report["failures"]["final-evaluation"]
-    doc = json.loads(Path(report["split"]["manifest"]).read_text())
+    doc = split_without_client_records(run_clients_on(cfg, video_root))
     assert [c["name"] for c in doc["clients"]] == ["mars", "dukemtmcvidreid"]
-    assert all(c["held-by"] == "client" and "records-digest" not in c for c in doc["clients"])

@@ -18,7 +18,6 @@ import torch
 from flwr.app import ArrayRecord
 from torch import nn
 
-from clients.app import app as client_app
 from fedfr.config import resolve
 from fedfr.errors import ConfigError
 from fedfr.workloads import (
@@ -31,6 +30,7 @@ from fedfr.workloads.base import NodeInfo, TrainOutcome, Workload
 from server.federation import run_federation
 from server.inprocess import InProcessGrid, run_inprocess
 from strategies.records import pack_arrays, unpack_arrays
+from tests.federation_fixtures import Recording
 
 DIM, EMB, IDS, PER_ID = 8, 4, 5, 6
 
@@ -141,18 +141,6 @@ def toy() -> ToyWorkload:
     register_workload(workload, replace=True)
     yield workload
     unregister_workload("toy")
-
-
-class Recording:
-    """Wraps the (unchanged) ClientApp and keeps every message in and out."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, Any, Any]] = []
-
-    def __call__(self, msg, context):
-        reply = client_app(msg, context)
-        self.log.append((msg.metadata.message_type, msg.content, reply.content))
-        return reply
 
 
 def test_a_toy_workload_runs_through_the_generic_federation(toy: ToyWorkload,

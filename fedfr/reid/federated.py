@@ -16,13 +16,18 @@ carried to re-ID features:
 * model-contrastive regularisation (eq. 7.5) between f_bn of Theta_l, Theta_g and Theta_l^{t-1};
 * the DFC branch (eq. 7.6): Pi_l and the one-vs-all margin BCE on f_bn; [Theta_l, Pi_l] is the
   personalised model (test feature Pi_l(f_bn)).
+
+The parts that do not depend on what a record is serve video re-ID too
+(``fedfr.reid.video.federated``): ``start_local_round`` / ``LocalRound`` (everything up to the
+engine's training, and the reply after it), ``load_with_bn_policy`` and ``bn_reestimation``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,46 +76,66 @@ def shared_state(cfg: Config, model: nn.Module) -> dict[str, Tensor]:
     return sd
 
 
-@torch.no_grad()
-def estimate_bn_stats(model: ReidNet, images: Tensor, cfg: Config, batch: int = 128) -> None:
-    """Re-estimate every BN layer's running statistics on ``images`` (uint8) with the current
-    weights: a cumulative average over one pass in train mode (no weight changes)."""
+@contextmanager
+def bn_reestimation(model: nn.Module) -> Iterator[None]:
+    """Inside: every BN layer reset to a cumulative average over the passes made, ``model`` in
+    train mode; after: the momenta restored and ``model`` in eval mode (no weight changes)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
     model.train()
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
+        model.eval()
+
+
+@torch.no_grad()
+def estimate_bn_stats(model: ReidNet, images: Tensor, cfg: Config, batch: int = 128) -> None:
+    """Re-estimate every BN layer's running statistics on ``images`` (uint8) with the current
+    weights: a cumulative average over one pass in train mode (no weight changes)."""
     tcfg = transform_config(cfg)
-    for s in range(0, len(images), batch):
-        x = images[s:s + batch]
-        if len(x) > 1:
-            model(eval_batch(x, tcfg))
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
+    with bn_reestimation(model):
+        for s in range(0, len(images), batch):
+            x = images[s:s + batch]
+            if len(x) > 1:
+                model(eval_batch(x, tcfg))
+
+
+def load_with_bn_policy(cfg: Config, model: nn.Module, received: dict[str, Tensor],
+                        own: dict[str, Tensor] | None,
+                        estimate: Callable[[nn.Module], None] | None, what: str) -> nn.Module:
+    """``model`` (fresh) with the received arrays, in eval mode; with ``reid-bn = "local"`` the
+    BN statistics are this node's own (``own``: its last model) or, before it has one,
+    ``estimate(model)``'s (ValueError naming ``what`` it would estimate them on, without it)."""
+    if cfg.reid_bn == "local":
+        sd = dict(received)
+        if own is not None:
+            sd.update({k: own[k] for k in bn_stat_keys(model)})
+            model.load_state_dict(sd)
+        else:
+            model.load_state_dict(sd, strict=False)
+            if estimate is None:
+                raise ValueError(f"reid-bn=local: no BN statistics and no {what} to estimate "
+                                 "them on")
+            estimate(model)
+    else:
+        model.load_state_dict(received)
     model.eval()
+    return model
 
 
 def load_received(cfg: Config, received: dict[str, Tensor], own: dict[str, Tensor] | None,
                   own_images: Tensor | None) -> ReidNet:
     """The model of the received arrays; with ``reid-bn = "local"`` the BN statistics are this
     node's own (``own``: its last model) or, before it has one, estimated on ``own_images``."""
-    model = make_model(cfg)
-    if cfg.reid_bn == "local":
-        missing = set(bn_stat_keys(model))
-        sd = dict(received)
-        if own is not None:
-            sd.update({k: own[k] for k in missing})
-            model.load_state_dict(sd)
-        else:
-            model.load_state_dict(sd, strict=False)
-            if own_images is None:
-                raise ValueError("reid-bn=local: no BN statistics and no images to estimate them")
-            estimate_bn_stats(model, own_images, cfg)
-    else:
-        model.load_state_dict(received)
-    model.eval()
-    return model
+    estimate = None if own_images is None else (
+        lambda m: estimate_bn_stats(m, own_images, cfg))
+    return load_with_bn_policy(cfg, make_model(cfg), received, own, estimate, "images")
 
 
 def transform_config(cfg: Config) -> ReidTransformConfig:
@@ -243,6 +268,98 @@ def imprint(feats: Tensor, labels: Tensor, k: int) -> Tensor:
     return F.normalize(w, dim=1)
 
 
+@dataclass
+class LocalRound:
+    """A local round's parts before the engine trains (image and video re-ID alike): Theta_l
+    (``model``, starting at Theta_g), the frozen Theta_g and Theta_l^{t-1}, the node's state
+    (W_l imprinted at its first round), the classifier [W_l; Phi_g], the DFC branch, the
+    optimiser, and the training records with their labels (the private ones, then the public
+    ones ``hn_idx`` that joined as identities k_l + their class)."""
+
+    cfg: Config
+    model: nn.Module
+    global_model: nn.Module
+    prev_model: nn.Module | None
+    state: PersonalState
+    k_l: int
+    use_public: bool
+    hn_idx: Tensor
+    records: list
+    labels: Tensor
+    classifier: nn.Module
+    head: DFCHead | None
+    optimizer: torch.optim.Optimizer
+    sums: dict[str, float] = field(default_factory=lambda: {"con": 0.0, "bce": 0.0, "n": 0})
+
+    @property
+    def has_terms(self) -> bool:
+        """Whether FedFR's client terms (contrastive, DFC) join the engine's loss."""
+        return self.prev_model is not None or self.head is not None
+
+    def terms(self, x: Tensor, f_bn: Tensor, yb: Tensor) -> Tensor:
+        """FedFR's client terms on a batch (``fedfr_terms``); ``x``: the batch's input."""
+        return fedfr_terms(self.cfg, x, f_bn, yb, self.k_l, self.global_model, self.prev_model,
+                           self.head, self.sums)
+
+    def result(self, server_round: int, num_examples: int, stats: dict[str, Any]
+               ) -> ReidRoundResult:
+        """The reply and the new state after the engine trained (``round_result``)."""
+        return round_result(self.cfg, self.model, self.classifier, self.head, self.state,
+                            self.k_l, self.use_public, server_round, num_examples,
+                            len(self.hn_idx), stats, self.sums)
+
+
+def start_local_round(cfg: Config, model: nn.Module, phi: Tensor | None,
+                      state: PersonalState | None, records: list, labels: Tensor,
+                      public: tuple[list, Tensor] | None,
+                      local_features: Callable[[nn.Module], Tensor],
+                      public_features: Callable[[nn.Module], Tensor] | None,
+                      new_classifier: Callable[[nn.Module, int], nn.Module],
+                      new_model: Callable[[], nn.Module], tcfg: Any) -> LocalRound:
+    """The module doc's local step up to training, for ``model`` = the received Theta_g (BN
+    policy applied): ``records`` / ``labels`` (N,) in 0..K_l-1 the private training set;
+    ``public`` = (records, labels in 0..K_g-1) of D_g under FedFR (with ``phi``);
+    ``local_features(net)`` / ``public_features(net)`` their L2-normalised test features;
+    ``new_classifier(net, classes)`` the engine's bias-free classifier; ``new_model()`` a fresh
+    net (Theta_l^{t-1}); ``tcfg`` the engine's config (optimiser)."""
+    from fedfr.reid.training import build_optimizer
+
+    k_l = int(labels.max()) + 1
+    global_model = _frozen(model)
+    local_feats = local_features(global_model)
+    if state is None:  # imprinted at Phi_g's row norm, so that local and public logits compare
+        scale = float(phi.norm(dim=1).mean()) if phi is not None and cfg.uses_public_data else 1.0
+        state = PersonalState(w=imprint(local_feats, labels.long(), k_l) * scale)
+    use_public = cfg.uses_public_data
+    hn_idx = torch.empty(0, dtype=torch.long)
+    recs, y = list(records), labels.long()
+    if use_public:
+        p_recs, p_labels = public
+        if cfg.hard_negatives:
+            pf = public_features(global_model)
+            hn_idx = cap_hard_negatives(select_hard_negatives(pf, local_feats, cfg.hn_threshold),
+                                        pf, local_feats, int(cfg.reid_hn_ratio * len(records)))
+        else:
+            hn_idx = torch.arange(len(p_recs))
+        recs += [p_recs[i] for i in hn_idx.tolist()]
+        y = torch.cat([y, k_l + p_labels[hn_idx].long()])
+    weight = torch.cat([state.w, phi]) if use_public and phi is not None else state.w
+    classifier = new_classifier(model, weight.shape[0])
+    with torch.no_grad():
+        classifier.fc.weight.copy_(weight)
+    head = personal_head(cfg, model.feature_dim, k_l, state)
+    prev_model = None
+    if cfg.contrastive and state.prev_backbone is not None:
+        prev_model = new_model()
+        prev_model.load_state_dict(state.prev_backbone)
+        prev_model = _frozen(prev_model)
+    opt = build_optimizer(model, classifier, tcfg)
+    if head is not None:
+        opt.add_param_group({"params": list(head.parameters()), "lr": cfg.lr, "lr_scale": 1.0})
+    return LocalRound(cfg, model, global_model, prev_model, state, k_l, use_public, hn_idx, recs,
+                      y, classifier, head, opt)
+
+
 def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
                 state: PersonalState | None, records: list[ReidImage], images: Tensor,
                 labels: Tensor, generator: torch.Generator, server_round: int,
@@ -250,57 +367,31 @@ def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
                 public_features: Callable[[ReidNet], Tensor] | None = None) -> ReidRoundResult:
     """One client's local round (module doc). ``images`` / ``labels`` (N,) in 0..K_l-1: its
     training set; ``public`` = (records, uint8 images, labels in 0..K_g-1) of D_g (FedFR)."""
-    from fedfr.reid.training import build_optimizer, train_epochs
+    from fedfr.reid.training import train_epochs
 
-    k_l = int(labels.max()) + 1
+    if cfg.uses_public_data and (phi is None or public is None):
+        raise ValueError("FedFR on re-ID needs Phi_g and the public set")
     own = state.prev_backbone if state is not None else None
     model = load_received(cfg, received, own, images)
-    global_model = _frozen(model)
-    local_feats = embed(cfg, global_model, images)
-    if state is None:  # imprinted at Phi_g's row norm, so that local and public logits compare
-        scale = float(phi.norm(dim=1).mean()) if phi is not None and cfg.uses_public_data else 1.0
-        state = PersonalState(w=imprint(local_feats, labels, k_l) * scale)
-    use_public = cfg.uses_public_data
-    hn_idx = torch.empty(0, dtype=torch.long)
-    recs, x_u8, y = list(records), images, labels.long()
-    if use_public:
-        if phi is None or public is None:
-            raise ValueError("FedFR on re-ID needs Phi_g and the public set")
-        p_recs, p_images, p_labels = public
-        if cfg.hard_negatives:
-            pf = public_features(global_model) if public_features else embed(
-                cfg, global_model, p_images)
-            hn_idx = cap_hard_negatives(select_hard_negatives(pf, local_feats, cfg.hn_threshold),
-                                        pf, local_feats, int(cfg.reid_hn_ratio * len(records)))
-        else:
-            hn_idx = torch.arange(len(p_recs))
-        recs += [p_recs[i] for i in hn_idx.tolist()]
-        x_u8 = torch.cat([x_u8, p_images[hn_idx]])
-        y = torch.cat([y, k_l + p_labels[hn_idx].long()])
-    weight = state.w if phi is None or not use_public else torch.cat([state.w, phi])
-    classifier = IdentityClassifier(model.feature_dim, weight.shape[0])
-    with torch.no_grad():
-        classifier.fc.weight.copy_(weight)
-    head = personal_head(cfg, model.feature_dim, k_l, state)
-    prev_model = None
-    if cfg.contrastive and state.prev_backbone is not None:
-        prev_model = _frozen_from(cfg, state.prev_backbone)
+    p_images = public[1] if public is not None else None
     tcfg = train_config(cfg, pretrain=False)
-    opt = build_optimizer(model, classifier, tcfg)
-    if head is not None:
-        opt.add_param_group({"params": list(head.parameters()), "lr": cfg.lr, "lr_scale": 1.0})
-    sums = {"con": 0.0, "bce": 0.0, "n": 0}
+    run = start_local_round(
+        cfg, model, phi, state, records, labels,
+        (public[0], public[2]) if public is not None else None,
+        lambda net: embed(cfg, net, images),
+        public_features or (lambda net: embed(cfg, net, p_images)),
+        lambda net, classes: IdentityClassifier(net.feature_dim, classes),
+        lambda: make_model(cfg), tcfg)
+    x_u8 = torch.cat([images, p_images[run.hn_idx]]) if run.use_public else images
 
     def extra(net: ReidNet, x: Tensor, f: Tensor, f_bn: Tensor, yb: Tensor) -> Tensor:
-        return fedfr_terms(cfg, x, f_bn, yb, k_l, global_model, prev_model, head, sums)
+        return run.terms(x, f_bn, yb)
 
-    use_extra = prev_model is not None or head is not None
-    stats = train_epochs(model, classifier, recs, y, tcfg, epochs=cfg.local_epochs,
-                         generator=generator, optimizer=opt,
-                         extra_loss=extra if use_extra else None,
-                         dataset=prefilled_dataset(recs, x_u8, tcfg))
-    return round_result(cfg, model, classifier, head, state, k_l, use_public, server_round,
-                        len(records), len(hn_idx), stats, sums)
+    stats = train_epochs(run.model, run.classifier, run.records, run.labels, tcfg,
+                         epochs=cfg.local_epochs, generator=generator, optimizer=run.optimizer,
+                         extra_loss=extra if run.has_terms else None,
+                         dataset=prefilled_dataset(run.records, x_u8, tcfg))
+    return run.result(server_round, len(records), stats)
 
 
 def personal_head(cfg: Config, feature_dim: int, k_l: int, state: PersonalState
@@ -362,10 +453,3 @@ def round_result(cfg: Config, model: nn.Module, classifier: nn.Module, head: DFC
         losses={"total": float(stats["loss"]), "ce": float(stats["ce"]),
                 "triplet": float(stats["triplet"]), "con": sums["con"] / n,
                 "bce": sums["bce"] / n})
-
-
-def _frozen_from(cfg: Config, full_state: dict[str, Tensor]) -> ReidNet:
-    model = make_model(cfg)
-    model.load_state_dict(full_state)
-    return _frozen(model)
-

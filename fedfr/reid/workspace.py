@@ -7,7 +7,11 @@ negatives and the shared class matrix Phi_g. Datasets are named as in the reader
 (``fedfr.reid.data.registry``): real ones are read under ``data-root``; the synthetic domains
 (``synth-*``) are rendered once into ``<cache-dir>/reid-synthetic`` at the run's image size.
 
-Images are decoded and resized once per process into uint8 (3, H, W) tensors (``image_cache``).
+Images are decoded and resized once per process into uint8 (3, H, W) tensors (``image_tensor``).
+
+``FederationWorkspace`` and ``ReidFederatedSplit`` (roles, the per-process set cache, node folders
+and their export, ``split.json``) serve the video federation too (``fedfr.reid.video.workspace``
+subclasses them for tracklet sets).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -90,23 +94,30 @@ def read_dataset(cfg: Config, name: str, data_root: str | None = None,
     return get_dataset(name, root, **opts)
 
 
-def _records_digest(h: Any, records: list[ReidImage], root: Path) -> None:
-    for r in records:
-        try:
-            rel = str(Path(r.path).relative_to(root))
-        except ValueError:
-            rel = Path(r.path).name
-        h.update(f"{rel}|{r.pid}|{r.camid}\n".encode())
+def relative_name(path: str | Path, root: str | Path) -> str:
+    """``path`` relative to ``root`` (its file name where it lies elsewhere)."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
+def parts_digest(split: Any, line: Callable[[Any, Path], str]) -> str:
+    """16 hex digits over a split's train / query / gallery records, one ``line(record, root)``
+    each: the same wherever the copy lives when the lines name files relative to ``root``."""
+    h = hashlib.sha256()
+    for part in ("train", "query", "gallery"):
+        h.update(part.encode())
+        for r in getattr(split, part):
+            h.update(line(r, Path(split.root)).encode())
+    return h.hexdigest()[:16]
 
 
 def records_digest(split: ReidSplit) -> str:
     """16 hex digits over a dataset's train / query / gallery records (relative path, pid,
     camera): the same wherever the copy lives."""
-    h = hashlib.sha256()
-    for part in ("train", "query", "gallery"):
-        h.update(part.encode())
-        _records_digest(h, getattr(split, part), split.root)
-    return h.hexdigest()[:16]
+    return parts_digest(split,
+                        lambda r, root: f"{relative_name(r.path, root)}|{r.pid}|{r.camid}\n")
 
 
 @dataclass(frozen=True)
@@ -139,20 +150,22 @@ class ReidFederatedSplit:
     clients: list[ClientDataset]
     unseen: list[ReidSplit]
     public: ReidSplit
+    #: the ``task`` it is written for; the digest of one set's records
+    task: ClassVar[str] = "reid"
+    records_digest: ClassVar[Callable[[Any], str]] = staticmethod(records_digest)
 
     def content(self) -> dict[str, Any]:
-        def one(s: ReidSplit) -> dict[str, Any]:
+        def one(s: Any) -> dict[str, Any]:
             return {"name": s.name, "root": str(s.root), "summary": s.summary(),
-                    "records-digest": records_digest(s)}
+                    "records-digest": self.records_digest(s)}
 
-        return {"task": "reid", "clients": [c.content() for c in self.clients],
+        return {"task": self.task, "clients": [c.content() for c in self.clients],
                 "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
 
     def digest(self) -> str:
         body = self.content()
-        for d in body["unseen"]:  # where a copy lives does not change the data
-            d.pop("root")
-        body["public"].pop("root")
+        for d in body["unseen"] + [body["public"]]:
+            d.pop("root")  # where a copy lives does not change the data
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def summary(self) -> dict[str, Any]:
@@ -190,13 +203,19 @@ def image_tensor(records: list[ReidImage], height: int, width: int) -> torch.Ten
     return torch.stack(out)
 
 
+def labelled_public(train: list, test: list) -> tuple[list, list[int]]:
+    """A public set's records of labelled people (``train``, then ``test``'s with pid > 0) and
+    their class labels 0..K_g-1 (sorted pid order; test pids offset past the train pids)."""
+    recs = list(train) + [r for r in test if r.pid > 0]
+    keys = [(0, r.pid) for r in train] + [(1, r.pid) for r in recs[len(train):]]
+    mapping = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return recs, [mapping[k] for k in keys]
+
+
 def all_records(split: ReidSplit) -> tuple[list[ReidImage], list[int]]:
     """Every image of a public dataset (train and test identities; pid-0 distractors left out)
     and its class labels 0..K_g-1 (sorted pid order; test pids offset past the train pids)."""
-    recs = [r for r in split.train] + [r for r in split.query + split.gallery if r.pid > 0]
-    keys = [(0, r.pid) for r in split.train] + [(1, r.pid) for r in recs[len(split.train):]]
-    mapping = {k: i for i, k in enumerate(sorted(set(keys)))}
-    return recs, [mapping[k] for k in keys]
+    return labelled_public(split.train, split.query + split.gallery)
 
 
 def roles(cfg: Config, prefix: str) -> tuple[list[str], list[str], str]:
@@ -215,46 +234,106 @@ def roles(cfg: Config, prefix: str) -> tuple[list[str], list[str], str]:
 
 
 # --- the federation's data, per process ---------------------------------------------------------
-class ReidWorkspace:
-    """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
+class FederationWorkspace:
+    """What the image and the video re-ID workspaces share: the roles (``<prefix>-clients`` /
+    ``-unseen`` / ``-public``), each set read at most once per process and, in a node's exported
+    folder (``node_dir``), only the node's own sets, each checked against its export."""
+
+    prefix: ClassVar[str] = "reid"  # of the run-config keys
+    task: ClassVar[str] = "reid"  # what the node folders' node.json says
+    noun: ClassVar[str] = "dataset"  # what one set is called in messages
+    title: ClassVar[str] = "re-ID"  # the task in messages
+    records_digest: ClassVar[Callable[[Any], str]] = staticmethod(records_digest)
 
     def __init__(self, cfg: Config, data_root: str | None = None,
                  node_dir: str | None = None) -> None:
         self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
-        self.client_names, self.unseen_names, self.public_name = roles(cfg, "reid")
-        self._splits: dict[str, ReidSplit] = {}
+        self.client_names, self.unseen_names, self.public_name = roles(cfg, self.prefix)
+        self._splits: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def dataset(self, name: str, split_id: int = 0) -> ReidSplit:
-        key = name if split_id == 0 else f"{name}#{split_id}"
+    def _read(self, name: str, key: str, node_dir: str | Path | None, split_id: int = 0) -> Any:
+        """Set ``name`` (named by the run-config ``key``) from ``node_dir`` or the data root."""
+        raise NotImplementedError
+
+    def _exportable(self, name: str) -> bool:
+        """Whether the node export can write set ``name`` (a synthetic one)."""
+        raise NotImplementedError
+
+    def _cached(self, name: str, key: str, split_id: int, cache_key: str) -> Any:
+        """Set ``name`` (``_read``), read once per ``cache_key``."""
         with self._lock:
-            if key not in self._splits:
+            if cache_key not in self._splits:
                 if self.node_dir is not None and name not in self.node_datasets():
                     raise NodeDataError(f"{self.node_dir}: this node holds "
                                         f"{self.node_datasets()}, not {name!r}")
-                split = read_dataset(self.cfg, name, self.data_root, self.node_dir, split_id)
+                split = self._read(name, key, self.node_dir, split_id)
                 if self.node_dir is not None:
                     self._check_node_copy(split)
-                self._splits[key] = split
-            return self._splits[key]
+                self._splits[cache_key] = split
+            return self._splits[cache_key]
 
-    def _check_node_copy(self, split: ReidSplit) -> None:
-        """A node's dataset must be the one exported (``records-digests`` of its node.json)."""
-        want = read_node_manifest(self.node_dir).get("records-digests", {}).get(split.name)
-        if want is not None and records_digest(split) != want:
-            raise NodeDataError(f"{Path(self.node_dir) / NODE_MANIFEST}: dataset {split.name!r} "
-                                f"has records digest {records_digest(split)}, but the export "
-                                f"wrote {want} (the node's copy changed since; export again)")
+    def _check_node_copy(self, split: Any) -> None:
+        """A node's set must be the one exported (``records-digests`` of its node.json)."""
+        manifest = read_node_manifest(self.node_dir, task=self.task)
+        want = manifest.get("records-digests", {}).get(split.name)
+        if want is not None and self.records_digest(split) != want:
+            raise NodeDataError(f"{Path(self.node_dir) / NODE_MANIFEST}: {self.noun} "
+                                f"{split.name!r} has records digest {self.records_digest(split)}, "
+                                f"but the export wrote {want} (the node's copy changed since; "
+                                "export again)")
 
     def node_datasets(self) -> list[str]:
-        """The datasets in this node's folder (its ``node.json``)."""
-        return list(read_node_manifest(self.node_dir)["datasets"]) if self.node_dir else []
+        """The sets in this node's folder (its ``node.json``)."""
+        if not self.node_dir:
+            return []
+        return list(read_node_manifest(self.node_dir, task=self.task)["datasets"])
 
     def client_name(self, partition_id: int) -> str:
         if not 0 <= partition_id < len(self.client_names):
-            raise ConfigError(f"partition-id {partition_id} out of range: reid-clients names "
-                              f"{len(self.client_names)} datasets ({self.cfg.reid_clients})")
+            raise ConfigError(f"partition-id {partition_id} out of range: {self.prefix}-clients "
+                              f"names {len(self.client_names)} {self.noun}s "
+                              f"({getattr(self.cfg, f'{self.prefix}_clients')})")
         return self.client_names[partition_id]
+
+    def export_nodes(self, out: Path) -> list[Path]:
+        """One folder per client under ``out``: its own set (and the public one with FedFR),
+        rendered there, and ``node.json``; returns them in partition order."""
+        dirs = []
+        for i, name in enumerate(self.client_names):
+            folder = Path(out) / f"client-{i:04d}"
+            wanted = [(name, f"{self.prefix}-clients")]
+            if self.cfg.uses_public_data:
+                wanted.append((self.public_name, f"{self.prefix}-public"))
+            for ds, _ in wanted:
+                if not self._exportable(ds):
+                    raise ConfigError(f"{self.title} node export of the real dataset {ds!r} is "
+                                      "not implemented: put a copy under each node's "
+                                      "data-dir/data/")
+            digests = {ds: self.records_digest(self._read(ds, key, folder)) for ds, key in wanted}
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps({"task": self.task, "partition-id": i,
+                                          "datasets": [d for d, _ in wanted],
+                                          "records-digests": digests,
+                                          "split-digest": self.split.digest()}, indent=1),
+                              folder / NODE_MANIFEST)
+            dirs.append(folder)
+        return dirs
+
+
+class ReidWorkspace(FederationWorkspace):
+    """The datasets of one re-ID federation (read lazily; each one at most once per process)."""
+
+    def _read(self, name: str, key: str, node_dir: str | Path | None, split_id: int = 0
+              ) -> ReidSplit:
+        return read_dataset(self.cfg, name, self.data_root, node_dir, split_id)
+
+    def _exportable(self, name: str) -> bool:
+        return name.startswith(SYNTHETIC_PREFIX)
+
+    def dataset(self, name: str, split_id: int = 0) -> ReidSplit:
+        key = name if split_id == 0 else f"{name}#{split_id}"
+        return self._cached(name, "", split_id, key)
 
     def client(self, partition_id: int) -> ReidSplit:
         return self.dataset(self.client_name(partition_id))
@@ -330,26 +409,10 @@ def node_workspace(cfg: Config, node_config: Mapping[str, Any], partition_id: in
 def export_reid_nodes(cfg: Config, out: Path) -> list[Path]:
     """One folder per client under ``out``: its own dataset (and the public one with FedFR),
     rendered there (synthetic domains), and ``node.json``; returns them in partition order."""
-    ws = ReidWorkspace(cfg)
-    dirs = []
-    for i, name in enumerate(ws.client_names):
-        folder = Path(out) / f"client-{i:04d}"
-        wanted = [name] + ([ws.public_name] if cfg.uses_public_data else [])
-        for ds in wanted:
-            if not ds.startswith(SYNTHETIC_PREFIX):
-                raise ConfigError(f"re-ID node export of the real dataset {ds!r} is not "
-                                  "implemented: put a copy under each node's data-dir/data/")
-        digests = {ds: records_digest(read_dataset(cfg, ds, node_dir=folder)) for ds in wanted}
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps({"task": "reid", "partition-id": i, "datasets": wanted,
-                                      "records-digests": digests,
-                                      "split-digest": ws.split.digest()}, indent=1),
-                          folder / NODE_MANIFEST)
-        dirs.append(folder)
-    return dirs
+    return ReidWorkspace(cfg).export_nodes(out)
 
 
-_WORKSPACES: dict[tuple, ReidWorkspace] = {}
+_WORKSPACES: dict[tuple, FederationWorkspace] = {}
 _WS_LOCK = threading.Lock()
 
 #: run-config keys that determine the data of a re-ID federation
@@ -357,15 +420,20 @@ DATA_KEYS = ("seed", "data-root", "cache-dir", "reid-clients", "reid-unseen", "r
              "reid-synthetic-ids", "reid-height", "reid-width")
 
 
+def cached_workspace(cls: type[FederationWorkspace], data_keys: tuple[str, ...], cfg: Config,
+                     data_root: str | None, node_dir: str | None) -> Any:
+    """``cls(cfg, data_root, node_dir)``, one per process for the values of ``data_keys``."""
+    d = cfg.to_dict()
+    key = (cls, *(d[k] for k in data_keys), data_root, node_dir)
+    with _WS_LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = _WORKSPACES[key] = cls(cfg, data_root, node_dir)
+    return ws
+
+
 def open_reid_workspace(cfg: Config, data_root: str | None = None,
                         node_dir: str | None = None) -> ReidWorkspace:
     """The federation's datasets, cached per process by the data settings; ``node_dir``: a
     node's exported folder (only its own datasets are readable)."""
-    d = cfg.to_dict()
-    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
-    with _WS_LOCK:
-        ws = _WORKSPACES.get(key)
-        if ws is None:
-            ws = _WORKSPACES[key] = ReidWorkspace(cfg, data_root, node_dir)
-    return ws
-
+    return cached_workspace(ReidWorkspace, DATA_KEYS, cfg, data_root, node_dir)

@@ -7,7 +7,8 @@ all-sampled / all-continuous clips, ``video-test-clips``), L2-normalised; the cl
 classifier W_l (K_l, d) and the public class matrix Phi_g (K_g, d) are bias-free linear
 classifiers on the clip's BNNeck feature f_bn.
 
-The local step mirrors image re-ID's (``fedfr.reid.federated``): the received backbone Theta_g,
+The local step is image re-ID's (``fedfr.reid.federated.start_local_round`` up to training,
+then this engine): the received backbone Theta_g,
 the client's classifier W_l (imprinted with its class means at its first round, never sent),
 the engine's loss on T-frame clips, and with ``strategy = "fedfr"``:
 
@@ -21,7 +22,6 @@ the engine's loss on T-frame clips, and with ``strategy = "fedfr"``:
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,18 +33,14 @@ from torch import Tensor, nn
 
 from fedfr.config import Config
 from fedfr.face.training.local import PersonalState
-from fedfr.hard_negatives import select_hard_negatives
 from fedfr.reid.data.records import Tracklet
 from fedfr.reid.federated import (
     ReidRoundResult,
-    bn_stat_keys,
-    cap_hard_negatives,
-    fedfr_terms,
-    imprint,
-    personal_head,
+    bn_reestimation,
+    load_with_bn_policy,
     retrieval_metrics,
-    round_result,
     shared_state,
+    start_local_round,
 )
 
 __all__ = ["ReidRoundResult", "estimate_bn_stats", "features", "load_received", "local_round",
@@ -112,42 +108,21 @@ def estimate_bn_stats(model: nn.Module, tracklets: Sequence[Tracklet], cfg: Conf
     from fedfr.reid.video.training import clip_dataset, eval_clips
 
     tcfg = train_config(cfg, pretrain=False)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    ds = clip_dataset(list(tracklets), tcfg, "test", cache=frame_cache(cfg))
-    for s in range(0, len(ds), batch):
-        clips = torch.stack([ds[i][0] for i in range(s, min(s + batch, len(ds)))])
-        if len(clips) > 1:
-            model(eval_clips(clips, tcfg))
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
-    model.eval()
+    with bn_reestimation(model):
+        ds = clip_dataset(list(tracklets), tcfg, "test", cache=frame_cache(cfg))
+        for s in range(0, len(ds), batch):
+            clips = torch.stack([ds[i][0] for i in range(s, min(s + batch, len(ds)))])
+            if len(clips) > 1:
+                model(eval_clips(clips, tcfg))
 
 
 def load_received(cfg: Config, received: dict[str, Tensor], own: dict[str, Tensor] | None,
                   own_tracklets: Sequence[Tracklet] | None) -> nn.Module:
     """The model of the received arrays; with ``reid-bn = "local"`` the BN statistics are this
     node's own (``own``: its last model) or, before it has one, estimated on its tracklets."""
-    model = make_model(cfg)
-    if cfg.reid_bn == "local":
-        sd = dict(received)
-        if own is not None:
-            sd.update({k: own[k] for k in bn_stat_keys(model)})
-            model.load_state_dict(sd)
-        else:
-            model.load_state_dict(sd, strict=False)
-            if not own_tracklets:
-                raise ValueError("reid-bn=local: no BN statistics and no tracklets to estimate "
-                                 "them on")
-            estimate_bn_stats(model, own_tracklets, cfg)
-    else:
-        model.load_state_dict(received)
-    model.eval()
-    return model
+    estimate = None if not own_tracklets else (
+        lambda m: estimate_bn_stats(m, own_tracklets, cfg))
+    return load_with_bn_policy(cfg, make_model(cfg), received, own, estimate, "tracklets")
 
 
 # --- features -----------------------------------------------------------------------------------
@@ -215,81 +190,41 @@ class InputTap(nn.Module):
         return self.net(x, mask)
 
 
-def _frozen(model: nn.Module) -> nn.Module:
-    m = copy.deepcopy(model)
-    m.eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
-
-
 def local_round(cfg: Config, received: dict[str, Tensor], phi: Tensor | None,
                 state: PersonalState | None, tracklets: list[Tracklet], labels: Tensor,
                 seed: int, server_round: int,
                 public: tuple[list[Tracklet], Tensor] | None = None,
                 public_features: Callable[[nn.Module], Tensor] | None = None
                 ) -> ReidRoundResult:
-    """One client's local round (module doc). ``labels`` (N,) in 0..K_l-1 of its training
-    tracklets; ``public`` = (tracklets, labels in 0..K_g-1) of D_g (FedFR);
-    ``public_features(Theta_g)``: D_g's features (shared between the clients of a process)."""
-    from fedfr.reid.training import build_optimizer
+    """One client's local round (module doc; its steps up to training are image re-ID's
+    ``start_local_round``). ``labels`` (N,) in 0..K_l-1 of its training tracklets; ``public`` =
+    (tracklets, labels in 0..K_g-1) of D_g (FedFR); ``public_features(Theta_g)``: D_g's features
+    (shared between the clients of a process)."""
     from fedfr.reid.video.training import (
         build_video_classifier,
         clip_dataset,
         train_video_epochs,
     )
 
-    k_l = int(labels.max()) + 1
+    if cfg.uses_public_data and (phi is None or public is None):
+        raise ValueError("FedFR on video re-ID needs Phi_g and the public tracklets")
     own = state.prev_backbone if state is not None else None
     model = load_received(cfg, received, own, tracklets)
-    global_model = _frozen(model)
-    local_feats = features(cfg, global_model, tracklets)
-    if state is None:  # imprinted at Phi_g's row norm, so that local and public logits compare
-        scale = float(phi.norm(dim=1).mean()) if phi is not None and cfg.uses_public_data else 1.0
-        state = PersonalState(w=imprint(local_feats, labels.long(), k_l) * scale)
-    use_public = cfg.uses_public_data
-    hn_idx = torch.empty(0, dtype=torch.long)
-    recs, y = list(tracklets), labels.long()
-    if use_public:
-        if phi is None or public is None:
-            raise ValueError("FedFR on video re-ID needs Phi_g and the public tracklets")
-        p_recs, p_labels = public
-        if cfg.hard_negatives:
-            pf = (public_features(global_model) if public_features is not None
-                  else features(cfg, global_model, p_recs))
-            hn_idx = cap_hard_negatives(select_hard_negatives(pf, local_feats, cfg.hn_threshold),
-                                        pf, local_feats, int(cfg.reid_hn_ratio * len(tracklets)))
-        else:
-            hn_idx = torch.arange(len(p_recs))
-        recs += [p_recs[i] for i in hn_idx.tolist()]
-        y = torch.cat([y, k_l + p_labels[hn_idx].long()])
-    weight = torch.cat([state.w, phi]) if use_public and phi is not None else state.w
-    classifier = build_video_classifier(model, weight.shape[0])
-    with torch.no_grad():
-        classifier.fc.weight.copy_(weight)
-    head = personal_head(cfg, model.feature_dim, k_l, state)
-    prev_model = None
-    if cfg.contrastive and state.prev_backbone is not None:
-        prev_model = make_model(cfg)
-        prev_model.load_state_dict(state.prev_backbone)
-        prev_model = _frozen(prev_model)
     tcfg = train_config(cfg, pretrain=False)
-    opt = build_optimizer(model, classifier, tcfg)
-    if head is not None:
-        opt.add_param_group({"params": list(head.parameters()), "lr": cfg.lr, "lr_scale": 1.0})
-    tap = InputTap(model)
-    sums = {"con": 0.0, "bce": 0.0, "n": 0}
+    run = start_local_round(
+        cfg, model, phi, state, tracklets, labels, public,
+        lambda net: features(cfg, net, tracklets),
+        public_features or (lambda net: features(cfg, net, public[0])),
+        build_video_classifier, lambda: make_model(cfg), tcfg)
+    tap = InputTap(run.model)
 
     def extra(f: Tensor, f_bn: Tensor, yb: Tensor) -> Tensor:
-        return fedfr_terms(cfg, tap.last, f_bn, yb, k_l, global_model, prev_model, head,
-                           sums)
+        return run.terms(tap.last, f_bn, yb)
 
-    use_extra = prev_model is not None or head is not None
-    stats = train_video_epochs(tap, classifier, recs, tcfg, epochs=cfg.local_epochs, seed=seed,
-                               labels=y.tolist(), optimizer=opt,
-                               extra_loss=extra if use_extra else None,
-                               dataset=clip_dataset(recs, tcfg, "train", seed=seed,
+    stats = train_video_epochs(tap, run.classifier, run.records, tcfg, epochs=cfg.local_epochs,
+                               seed=seed, labels=run.labels.tolist(), optimizer=run.optimizer,
+                               extra_loss=extra if run.has_terms else None,
+                               dataset=clip_dataset(run.records, tcfg, "train", seed=seed,
                                                     cache=frame_cache(cfg)))
     tap.last = None
-    return round_result(cfg, model, classifier, head, state, k_l, use_public, server_round,
-                        len(tracklets), len(hn_idx), stats, sums)
+    return run.result(server_round, len(tracklets), stats)

@@ -19,21 +19,23 @@ Theta_g^0 and Phi_g^0 and supplies FedFR's hard negatives. Names:
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedfr.checkpoint import atomic_write_text
 from fedfr.config import Config
 from fedfr.errors import ConfigError
-from fedfr.face.data.export import NODE_MANIFEST
-from fedfr.node_data import NodeDataError
 from fedfr.reid.data.records import Tracklet, VideoSplit
-from fedfr.reid.workspace import ClientDataset, names, roles
+from fedfr.reid.workspace import (
+    ClientDataset,
+    FederationWorkspace,
+    ReidFederatedSplit,
+    cached_workspace,
+    labelled_public,
+    names,
+    parts_digest,
+    relative_name,
+)
 from fedfr.reid.workspace import read_node_manifest as read_reid_node_manifest
 
 #: synthetic tracklet set -> (TrackletSpec preset it starts from, the synthetic.py domain whose
@@ -133,32 +135,17 @@ def read_tracklet_set(cfg: Config, name: str, key: str, data_root: str | None = 
 def public_tracklets(split: VideoSplit) -> tuple[list[Tracklet], list[int]]:
     """Every tracklet of labelled people of the public set (train, then test tracklets with
     pid > 0) and its class label 0..K_g-1 (train pids first, sorted; test pids after them)."""
-    test = split.test if split.test else split.query + split.gallery
-    recs = list(split.train) + [t for t in test if t.pid > 0]
-    keys = [(0, t.pid) for t in split.train] + [(1, t.pid) for t in recs[len(split.train):]]
-    mapping = {k: i for i, k in enumerate(sorted(set(keys)))}
-    return recs, [mapping[k] for k in keys]
+    return labelled_public(split.train, split.test if split.test else split.query + split.gallery)
 
 
-def _tracklets_digest(h: Any, tracklets: list[Tracklet], root: Path) -> None:
-    for t in tracklets:
-        rels = []
-        for p in t.paths:
-            try:
-                rels.append(str(Path(p).relative_to(root)))
-            except ValueError:
-                rels.append(Path(p).name)
-        h.update(f"{t.pid}|{t.camid}|{','.join(rels)}\n".encode())
+def _tracklet_line(t: Tracklet, root: Path) -> str:
+    return f"{t.pid}|{t.camid}|{','.join(relative_name(p, root) for p in t.paths)}\n"
 
 
 def tracklets_digest(split: VideoSplit) -> str:
     """16 hex digits over a tracklet set's train / query / gallery (pid, camera, frame paths
     relative to the set's root): the same wherever the copy lives."""
-    h = hashlib.sha256()
-    for part in ("train", "query", "gallery"):
-        h.update(part.encode())
-        _tracklets_digest(h, getattr(split, part), Path(split.root))
-    return h.hexdigest()[:16]
+    return parts_digest(split, _tracklet_line)
 
 
 def client_dataset(cfg: Config, name: str) -> ClientDataset:
@@ -171,77 +158,31 @@ def client_dataset(cfg: Config, name: str) -> ClientDataset:
     return ClientDataset(name, {"reader": name})
 
 
-@dataclass
-class VideoFederatedSplit:
+class VideoFederatedSplit(ReidFederatedSplit):
     """Which tracklet set plays which role; saved as ``split.json`` next to the report. The
     server holds the public and the unseen sets; a client's set lives on its node and appears by
     name and what determines it (``ClientDataset``), as for image re-ID."""
 
-    clients: list[ClientDataset]
-    unseen: list[VideoSplit]
-    public: VideoSplit
-
-    def content(self) -> dict[str, Any]:
-        def one(s: VideoSplit) -> dict[str, Any]:
-            return {"name": s.name, "root": str(s.root), "summary": s.summary(),
-                    "records-digest": tracklets_digest(s)}
-
-        return {"task": "video-reid", "clients": [c.content() for c in self.clients],
-                "unseen": [one(s) for s in self.unseen], "public": one(self.public)}
-
-    def digest(self) -> str:
-        body = self.content()
-        for d in body["unseen"] + [body["public"]]:
-            d.pop("root")  # where a copy lives does not change the data
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-    def summary(self) -> dict[str, Any]:
-        return {"clients": {c.name: c.source for c in self.clients},
-                "unseen": {s.name: s.summary() for s in self.unseen},
-                "public": {self.public.name: self.public.summary()}}
-
-    def save(self, path: Path) -> None:
-        atomic_write_text(json.dumps({**self.content(), "digest": self.digest()}, indent=1),
-                          Path(path))
+    task = "video-reid"
+    records_digest = staticmethod(tracklets_digest)
 
 
-class VideoWorkspace:
+class VideoWorkspace(FederationWorkspace):
     """The tracklet sets of one video federation (each read at most once per process)."""
 
-    def __init__(self, cfg: Config, data_root: str | None = None,
-                 node_dir: str | None = None) -> None:
-        self.cfg, self.data_root, self.node_dir = cfg, data_root, node_dir
-        self.client_names, self.unseen_names, self.public_name = roles(cfg, "video")
-        self._splits: dict[str, VideoSplit] = {}
-        self._lock = threading.Lock()
+    prefix, task, noun, title = "video", "video-reid", "tracklet set", "video re-ID"
+    records_digest = staticmethod(tracklets_digest)
+
+    def _read(self, name: str, key: str, node_dir: str | Path | None, split_id: int = 0
+              ) -> VideoSplit:
+        return read_tracklet_set(self.cfg, name, key, self.data_root, node_dir, split_id)
+
+    def _exportable(self, name: str) -> bool:
+        return name in SYNTHETIC_SETS
 
     def dataset(self, name: str, key: str, split_id: int = 0) -> VideoSplit:
-        cache_key = f"{key}:{name}#{split_id}"
-        with self._lock:
-            if cache_key not in self._splits:
-                if self.node_dir is not None and name not in self.node_datasets():
-                    raise NodeDataError(f"{self.node_dir}: this node holds "
-                                        f"{self.node_datasets()}, not {name!r}")
-                split = read_tracklet_set(self.cfg, name, key, self.data_root, self.node_dir,
-                                          split_id)
-                if self.node_dir is not None:
-                    want = read_node_manifest(self.node_dir).get("records-digests", {}).get(name)
-                    if want is not None and tracklets_digest(split) != want:
-                        raise NodeDataError(
-                            f"{Path(self.node_dir) / NODE_MANIFEST}: tracklet set {name!r} has "
-                            f"records digest {tracklets_digest(split)}, but the export wrote "
-                            f"{want} (the node's copy changed since; export again)")
-                self._splits[cache_key] = split
-            return self._splits[cache_key]
-
-    def node_datasets(self) -> list[str]:
-        return list(read_node_manifest(self.node_dir)["datasets"]) if self.node_dir else []
-
-    def client_name(self, partition_id: int) -> str:
-        if not 0 <= partition_id < len(self.client_names):
-            raise ConfigError(f"partition-id {partition_id} out of range: video-clients names "
-                              f"{len(self.client_names)} tracklet sets ({self.cfg.video_clients})")
-        return self.client_names[partition_id]
+        """Set ``name`` (``key``: the run-config key that names it) and its split ``split_id``."""
+        return self._cached(name, key, split_id, f"{key}:{name}#{split_id}")
 
     def client(self, partition_id: int) -> VideoSplit:
         return self.dataset(self.client_name(partition_id), "video-clients")
@@ -273,31 +214,8 @@ def read_node_manifest(node_dir: str | Path, partition_id: int | None = None) ->
 def export_video_nodes(cfg: Config, out: Path) -> list[Path]:
     """One folder per client under ``out``: its own tracklet set (and the public one with
     FedFR), rendered there, and ``node.json``; returns them in partition order."""
-    ws = VideoWorkspace(cfg)
-    dirs = []
-    for i, name in enumerate(ws.client_names):
-        folder = Path(out) / f"client-{i:04d}"
-        wanted = [(name, "video-clients")]
-        if cfg.uses_public_data:
-            wanted.append((ws.public_name, "video-public"))
-        for ds, _ in wanted:
-            if ds not in SYNTHETIC_SETS:
-                raise ConfigError(f"video re-ID node export of the real dataset {ds!r} is not "
-                                  "implemented: put a copy under each node's data-dir/data/")
-        digests = {ds: tracklets_digest(read_tracklet_set(cfg, ds, key, node_dir=folder))
-                   for ds, key in wanted}
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps({"task": "video-reid", "partition-id": i,
-                                      "datasets": [d for d, _ in wanted],
-                                      "records-digests": digests,
-                                      "split-digest": ws.split.digest()}, indent=1),
-                          folder / NODE_MANIFEST)
-        dirs.append(folder)
-    return dirs
+    return VideoWorkspace(cfg).export_nodes(out)
 
-
-_WORKSPACES: dict[tuple, VideoWorkspace] = {}
-_WS_LOCK = threading.Lock()
 
 #: run-config keys that determine the data of a video federation
 DATA_KEYS = ("seed", "data-root", "cache-dir", "video-clients", "video-unseen", "video-public",
@@ -307,10 +225,4 @@ DATA_KEYS = ("seed", "data-root", "cache-dir", "video-clients", "video-unseen", 
 def open_video_workspace(cfg: Config, data_root: str | None = None,
                          node_dir: str | None = None) -> VideoWorkspace:
     """The federation's tracklet sets, cached per process by the data settings."""
-    d = cfg.to_dict()
-    key = tuple(d[k] for k in DATA_KEYS) + (data_root, node_dir)
-    with _WS_LOCK:
-        ws = _WORKSPACES.get(key)
-        if ws is None:
-            ws = _WORKSPACES[key] = VideoWorkspace(cfg, data_root, node_dir)
-    return ws
+    return cached_workspace(VideoWorkspace, DATA_KEYS, cfg, data_root, node_dir)

@@ -181,6 +181,10 @@ def test_fewer_clients_than_datasets_take_the_first_datasets(tiny_reid_root: Pat
     assert ws.client_names == ["tiny-b"]
     with pytest.raises(ConfigError, match="partition-id 1 out of range"):
         ws.client_name(1)
+    # the per-process workspace cache tells the two apart (it once served the first to both)
+    both = resolve(reid_config(tiny_reid_root, tmp_path, **{
+        "reid-clients": "tiny-b,tiny-a", "num-clients": 2, "min-train-nodes": 1}))
+    assert open_reid_workspace(both).client_names == ["tiny-b", "tiny-a"]
 
 
 def test_table_7_5_layout() -> None:

@@ -417,7 +417,7 @@ _WS_LOCK = threading.Lock()
 
 #: run-config keys that determine the data of a re-ID federation
 DATA_KEYS = ("seed", "data-root", "cache-dir", "reid-clients", "reid-unseen", "reid-public",
-             "reid-synthetic-ids", "reid-height", "reid-width")
+             "reid-synthetic-ids", "reid-height", "reid-width", "num-clients")
 
 
 def cached_workspace(cls: type[FederationWorkspace], data_keys: tuple[str, ...], cfg: Config,

@@ -86,6 +86,19 @@ fed-unsup: $(STAMP)
 	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.fed_unsup --out $(CURDIR)/outputs/fed-unsup \
 	  --seeds $(FED_UNSUP_SEEDS) --run-config "cache-dir='$(CACHE)' $(FED_UNSUP_CONFIG)"
 
+## sgc-dpl: Ch. 3's tables on the synthetic default (Table 3.2 / 3.1 layouts, Fig. 3.5; every
+## row from the same pre-trained backbone, 2 seeds); SGC_DPL_ARGS adds options (--table34 ...)
+SGC_DPL_ARGS ?=
+.PHONY: sgc-dpl hsr
+sgc-dpl: $(STAMP)
+	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.sgc_dpl tables --seeds 0,1 \
+	  --out $(CURDIR)/outputs/sgc-dpl --init-cache $(CACHE)/sgc-dpl $(SGC_DPL_ARGS)
+
+## hsr: Ch. 4's tables on the synthetic default (Table 4.2 / 4.1 layouts, Fig. 4.5), 2 seeds
+hsr: $(STAMP)
+	FEDFR_NUM_THREADS=1 $(BIN)/python -m benchmarks.hsr --seeds 0 1 --out $(CURDIR)/outputs/hsr \
+	  --source-cache $(CACHE)/sgc-dpl
+
 ## demo-orl: the same on the real ORL faces in ../shared/data/faces/orl
 demo-orl: $(STAMP)
 	$(BIN)/python -m server.simulate --num-supernodes 4 \

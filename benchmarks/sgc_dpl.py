@@ -19,6 +19,7 @@ Duke's training size (16,522 points, 2048-d) alone.
     FEDFR_NUM_THREADS=1 python -m benchmarks.sgc_dpl tables --rows labelled,ours --seeds 0,1
     FEDFR_NUM_THREADS=1 python -m benchmarks.sgc_dpl scale --out outputs/sgc-dpl
     python -m benchmarks.sgc_dpl tables --quick     # seconds: the test's preset
+    python -m benchmarks.sgc_dpl merge outputs/s0 outputs/s1 --out outputs/all  # one report
 """
 
 from __future__ import annotations
@@ -289,6 +290,33 @@ def cached_init(cache: Path | None, p: dict[str, Any], setting: str, seed: int,
     return state
 
 
+def write_reports(out: Path, final: list[dict[str, Any]], its: list[dict[str, Any]],
+                  final34: list[dict[str, Any]], settings: list[str], command: str) -> None:
+    """table32.md, table31.md (with the 1/3 or 50id setting), table34.md (with Table 3.4 rows)
+    and fig35_<setting>.png in ``out`` from the final rows, iterations and Table 3.4 rows."""
+    names = {k: v[0] for k, v in {**ROWS, **DIAGNOSTICS}.items()}
+    (out / "table32.md").write_text(table_markdown(
+        final, settings, names, "Table 3.2 layout (R1 / mAP %)", command))
+    t31 = [s for s in settings if s in ("50id", "1/3")]
+    if t31:
+        (out / "table31.md").write_text(table_markdown(
+            [r for r in final if r["row"] in ("labelled", "ours")], t31,
+            {"labelled": "BoT on {X^l,Y^l} only", "ours": "Ours (SGC-DPL)"},
+            "Table 3.1 layout (R1 / mAP %)", command))
+    if final34:
+        lines = ["# Table 3.4 layout (one iteration, hard labels, no P.L.)", "",
+                 f"`{command}`", "",
+                 "| Clustering | setting | seed | #cluster | #ID (GT) | noise | R1 | mAP |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in final34:
+            lines.append(f"| {ROWS34[r['row']][0]} | {r['setting']} | {r['seed']} | "
+                         f"{r['clusters']} | {r['gt_ids']} | {r['noise']} | {_fmt(r['R1'])} | "
+                         f"{_fmt(r['mAP'])} |")
+        (out / "table34.md").write_text("\n".join(lines) + "\n")
+    for setting in settings:
+        plot_fig35(out / f"fig35_{setting.replace('/', 'of')}.png", its, setting)
+
+
 def run_tables(args: argparse.Namespace) -> int:
     preset = "quick" if args.quick else "paper" if args.paper else "small"
     p = {**PRESETS[preset], **json.loads(args.set or "{}")}
@@ -367,27 +395,36 @@ def run_tables(args: argparse.Namespace) -> int:
                                     "clusters": h["clusters"], "gt_ids": h["gt_ids"],
                                     "noise": h.get("noise", 0), "R1": h["R1"], "mAP": h["mAP"]})
                     _write_csv(out / "table34.csv", final34)
-    names = {k: v[0] for k, v in {**ROWS, **DIAGNOSTICS}.items()}
-    (out / "table32.md").write_text(table_markdown(
-        final, settings, names, "Table 3.2 layout (R1 / mAP %)", command))
-    t31 = [s for s in settings if s in ("50id", "1/3")]
-    if t31:
-        (out / "table31.md").write_text(table_markdown(
-            [r for r in final if r["row"] in ("labelled", "ours")], t31,
-            {"labelled": "BoT on {X^l,Y^l} only", "ours": "Ours (SGC-DPL)"},
-            "Table 3.1 layout (R1 / mAP %)", command))
-    if final34:
-        lines = ["# Table 3.4 layout (one iteration, hard labels, no P.L.)", "",
-                 f"`{command} --table34`", "",
-                 "| Clustering | setting | seed | #cluster | #ID (GT) | noise | R1 | mAP |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for r in final34:
-            lines.append(f"| {ROWS34[r['row']][0]} | {r['setting']} | {r['seed']} | "
-                         f"{r['clusters']} | {r['gt_ids']} | {r['noise']} | {_fmt(r['R1'])} | "
-                         f"{_fmt(r['mAP'])} |")
-        (out / "table34.md").write_text("\n".join(lines) + "\n")
-    for setting in settings:
-        plot_fig35(out / f"fig35_{setting.replace('/', 'of')}.png", its, setting)
+    write_reports(out, final, its, final34, settings, command)
+    print((out / "table32.md").read_text())
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """The reports of several ``tables`` runs (e.g. one process per seed) as one: their CSVs
+    concatenated into ``--out`` and every table / figure written again over all of them."""
+    import pandas as pd
+
+    def read(name: str) -> list[dict[str, Any]]:
+        frames = [pd.read_csv(d / name) for d in args.runs if (d / name).is_file()]
+        return pd.concat(frames).to_dict("records") if frames else []
+
+    missing = [str(d) for d in args.runs if not (d / "table32.csv").is_file()]
+    if missing:
+        raise ConfigError(f"merge: no table32.csv in {missing} (expected tables --out folders)")
+    final, its, final34 = read("table32.csv"), read("iterations.csv"), read("table34.csv")
+    for r in final + its + final34:
+        r["setting"], r["seed"] = str(r["setting"]), int(r["seed"])
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("table32.csv", final), ("iterations.csv", its),
+                       ("table34.csv", final34)):
+        if rows:
+            _write_csv(out / name, rows)
+    settings = list(dict.fromkeys(r["setting"] for r in final))
+    commands = [json.loads((d / "config.json").read_text()).get("command", "?")
+                for d in args.runs if (d / "config.json").is_file()]
+    write_reports(out, final, its, final34, settings, "; ".join(dict.fromkeys(commands)))
     print((out / "table32.md").read_text())
     return 0
 
@@ -514,11 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", default="cpu")
     t.add_argument("--init-cache", type=Path, default=None,
                    help="folder caching each row's iteration-0 model across runs")
+    m = sub.add_parser("merge", help="one report from several tables runs")
+    m.add_argument("runs", type=Path, nargs="+", help="the runs' --out folders")
+    m.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("scale")
     s.add_argument("--out", type=Path, default=Path("outputs/sgc-dpl"))
     s.add_argument("--quick", action="store_true")
     s.add_argument("--full", action="store_true", help="add our k-NN AP at Duke's size")
-    if not argv or argv[0] not in ("tables", "scale"):
+    if not argv or argv[0] not in ("tables", "scale", "merge"):
         argv = ["tables", *argv]
     args = ap.parse_args(argv)
     args.argv = argv
@@ -526,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     logging.getLogger("fedfr.reid.semi.sgc_dpl").setLevel(logging.INFO)
     configure_threads()
-    return run_tables(args) if args.command == "tables" else run_scale(args)
+    run = {"tables": run_tables, "merge": run_merge, "scale": run_scale}[args.command]
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,14 @@ def test_tables_benchmark_quick(tmp_path):
     assert main(["tables", "--quick", "--rows", "pretrained", "--out", str(tmp_path / "p"),
                  "--init-cache", str(cache)]) == 0
     assert "pre-trained backbone, no fine-tuning" in (tmp_path / "p" / "table32.md").read_text()
+    # one report over several runs (one process per seed or row)
+    assert main(["merge", str(tmp_path), str(tmp_path / "p"), "--out",
+                 str(tmp_path / "all")]) == 0
+    merged = (tmp_path / "all" / "table32.md").read_text()
+    assert "pre-trained backbone" in merged and "Ours: Init + SG-AP" in merged
+    assert len((tmp_path / "all" / "table32.csv").read_text().splitlines()) == 1 + 3
+    with pytest.raises(ConfigError, match="no table32.csv"):
+        main(["merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     its = (tmp_path / "iterations.csv").read_text().splitlines()
     assert len(its) == 1 + 1 + 3  # labelled: iteration 0; ours: 0, 1, 2
     assert (tmp_path / "fig35_1of3.png").stat().st_size > 0

@@ -3,9 +3,12 @@ curves, plus the affinity-propagation scale benchmark.
 
 ``tables`` (the default command): on the synthetic default, ``synth-market``'s training
 identities are split into labelled / unlabelled parts (seeded manifests under
-``<out>/manifests``) and every row of Table 3.2 is trained and tested on its query / gallery;
-``--paper`` reads Market-1501 / DukeMTMC-reID through the dataset registry (``--data-root``)
-with the thesis's sizes (ResNet-50, 256 x 128, 200 epochs, 8 iterations: GPU scale).
+``<out>/manifests``) and every row of Table 3.2 is trained, from the same backbone pre-trained
+on another labelled synthetic domain (the stand-in for the thesis's ImageNet start), and
+tested on its query / gallery; ``--paper`` reads Market-1501 / DukeMTMC-reID through the
+dataset registry (``--data-root``) with the thesis's sizes (ResNet-50, 256 x 128, 200 epochs,
+8 iterations: GPU scale; ``--backbone-weights`` for torchvision's ImageNet file). ``merge``
+writes one report over several runs; ``--rows oracle,...`` adds the diagnostics rows.
 Writes ``table32.csv/.md`` (all rows, every setting and seed; R1 / mAP in %), ``table31.md``
 (the 50-ID and 1/3 rows in Table 3.1's layout), ``table34.csv/.md`` with ``--table34``,
 ``iterations.csv`` (one line per row, setting, seed and iteration) and ``fig35_<setting>.png``

@@ -473,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the federation even when the launcher was started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits SIG_IGN, and Python then never raises
+    # KeyboardInterrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_entry_point(lambda: launch(args), "server.launch", debug=args.debug)
     except KeyboardInterrupt:

@@ -459,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of a user error (default: one line, exit 2)")
     args = parser.parse_args(argv)
+    # Ctrl-C stops the run even when started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits SIG_IGN; Python then never raises KeyboardInterrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     home = args.flwr_home.resolve()
     if args.stop:
         stop_deployment(home)

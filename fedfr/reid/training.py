@@ -165,7 +165,9 @@ def build_optimizer(model: ReidNet, classifier: IdentityClassifier,
                            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
 
 
-def _set_lr(opt: torch.optim.Optimizer, cfg: ReidTrainConfig, epoch: int) -> float:
+def set_epoch_lr(opt: torch.optim.Optimizer, cfg: ReidTrainConfig, epoch: int) -> float:
+    """Set every param group's lr to ``cfg.lr * cfg.lr_factor(epoch)`` times the group's
+    ``lr_scale`` (``build_optimizer``'s classifier groups); returns the base lr."""
     lr = cfg.lr * cfg.lr_factor(epoch)
     for g in opt.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
@@ -245,7 +247,7 @@ def train_epochs(model: ReidNet, classifier: IdentityClassifier,
     steps = images = 0
     t_start = time.perf_counter()
     for e in range(start_epoch, start_epoch + epochs):
-        lr = _set_lr(opt, cfg, e)
+        lr = set_epoch_lr(opt, cfg, e)
         sampler.set_epoch(e)
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss ce tri extra correct
         seen = 0

@@ -54,7 +54,13 @@ from fedfr.reid.semi.pseudo_labels import (
     soft_pseudo_labels,
 )
 from fedfr.reid.semi.reliability import TAU_PAIRS, labelled_tau, select_reliable, threshold
-from fedfr.reid.training import ReidTrainConfig, build_optimizer, extract_features, training_dataset
+from fedfr.reid.training import (
+    ReidTrainConfig,
+    build_optimizer,
+    extract_features,
+    set_epoch_lr,
+    training_dataset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +205,7 @@ def train_semi_epochs(model: ReidNet, classifier: IdentityClassifier,
     t0 = time.perf_counter()
     row: dict[str, float] = {}
     for e in range(epochs):
-        lr = tc.lr * tc.lr_factor(e)
-        for g in opt.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+        lr = set_epoch_lr(opt, tc, e)
         sampler.set_epoch(e)
         sums = np.zeros(4)
         steps = 0

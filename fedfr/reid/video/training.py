@@ -56,7 +56,12 @@ from fedfr.reid.models import IdentityClassifier
 from fedfr.reid.models.net import TEST_FEATURES
 from fedfr.reid.models.video import build_video_model, default_input_size
 from fedfr.reid.models.video.net import VideoReidNet
-from fedfr.reid.training import ReidTrainConfig, build_optimizer, split_transform_keys
+from fedfr.reid.training import (
+    ReidTrainConfig,
+    build_optimizer,
+    set_epoch_lr,
+    split_transform_keys,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -320,9 +325,7 @@ def train_video_epochs(model: VideoReidNet, classifier: IdentityClassifier,
     steps = clips = 0
     t_start = time.perf_counter()
     for e in range(start_epoch, start_epoch + epochs):
-        lr = cfg.lr * cfg.lr_factor(e)
-        for g in opt.param_groups:  # build_optimizer's groups carry their lr_scale
-            g["lr"] = lr * g.get("lr_scale", 1.0)
+        lr = set_epoch_lr(opt, cfg, e)
         sampler.set_epoch(e)
         ds.set_epoch(e)
         sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss ce tri extra correct

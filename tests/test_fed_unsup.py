@@ -13,10 +13,9 @@ import pytest
 
 from fedfr.config import resolve
 from fedfr.errors import ConfigError
-from fedfr.reid.data.market1501 import read_market_layout
-from fedfr.reid.data.registry import register_dataset, registered_reader
 from fedfr.workloads import get_workload
-from tests.test_reid_workload import Recording, _write_domain
+from tests.federation_fixtures import Recording
+from tests.test_reid_workload import write_market_domains
 
 H, W = 16, 8
 DATASETS = {"fu-a": 11, "fu-b": 12, "fu-unseen": 13, "fu-public": 14}
@@ -25,15 +24,8 @@ DATASETS = {"fu-a": 11, "fu-b": 12, "fu-unseen": 13, "fu-public": 14}
 @pytest.fixture(scope="module")
 def fu_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Market-layout domains: 6 training identities x 3 cameras x 2 images per site."""
-    root = tmp_path_factory.mktemp("fed-unsup-data")
-    for name, seed in DATASETS.items():
-        _write_domain(root, name, seed, num_ids=12)
-        if registered_reader(name) is None:
-            def reader(root: Path, _name: str = name):
-                return read_market_layout(Path(root) / _name, _name, num_cams=3, max_pid=9999,
-                                          drop_junk=True, meta={"protocol": "market1501"})
-            register_dataset(name)(reader)
-    return root
+    return write_market_domains(tmp_path_factory.mktemp("fed-unsup-data"),
+                                {name: (seed, 12) for name, seed in DATASETS.items()})
 
 
 def fu_config(root: Path, tmp_path: Path, task: str, **over) -> dict:

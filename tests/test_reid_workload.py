@@ -27,8 +27,7 @@ from fedfr.reid.report import table_7_5
 from fedfr.workloads import get_workload
 from server.federation import run_federation
 from server.inprocess import InProcessGrid
-from tests.federation_fixtures import (  # Recording: test_fed_unsup imports it from here
-    Recording,  # noqa: F401
+from tests.federation_fixtures import (
     run_clients_on,
     run_recorded,
     split_without_client_records,
@@ -63,17 +62,23 @@ def _write_domain(root: Path, name: str, seed: int, num_ids: int = 8, cams: int 
                 Image.fromarray(arr).save(base / sub / fname, quality=95)
 
 
-@pytest.fixture(scope="module")
-def tiny_reid_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("reid-data")
-    for name, seed in DATASETS.items():
-        _write_domain(root, name, seed, num_ids=12 if name == "tiny-public" else 8)
+def write_market_domains(root: Path, domains: dict[str, tuple[int, int]]) -> Path:
+    """``_write_domain`` for each ``name: (seed, num_ids)`` under ``root``, each registered (once
+    per process) as a Market-layout dataset of that name; returns ``root``."""
+    for name, (seed, num_ids) in domains.items():
+        _write_domain(root, name, seed, num_ids=num_ids)
         if registered_reader(name) is None:
             def reader(root: Path, _name: str = name):
                 return read_market_layout(Path(root) / _name, _name, num_cams=3, max_pid=9999,
                                           drop_junk=True, meta={"protocol": "market1501"})
             register_dataset(name)(reader)
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_reid_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_market_domains(tmp_path_factory.mktemp("reid-data"), {
+        name: (seed, 12 if name == "tiny-public" else 8) for name, seed in DATASETS.items()})
 
 
 def reid_config(root: Path, tmp_path: Path, **over) -> dict:
